@@ -1,0 +1,64 @@
+"""Default: the embedded synthetic NIH-format dataset at 64 px, sized to train in well under 3 minutes on 2 CPU cores.
+
+Run:
+  python run.py --platform=cpu
+  python run.py --platform=cpu --config=configs/default.py --config.train.epochs=3 --workdir=runs/short
+Real NIH data with these settings:
+  python run.py --platform=cpu --data_dir=/data/ChestX-ray14
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = "nih"
+  data.image_size = 64
+  data.aspect = "pad"              # pad | crop: how non-square films become square
+  data.target = "Pneumonia"        # any of the 14 NIH findings, or 'any'
+  data.negatives = "no_finding"    # no_finding (the paper's "healthy") | rest (every non-target film)
+  data.views = ""                  # '' = all, or e.g. 'PA' or 'PA,AP'
+  data.val_fraction = 0.15         # of train_val patients, when official split lists exist
+  data.test_fraction = 0.2         # of patients, only when there are no official split lists
+  data.split_seed = 0
+  data.on_bad_image = "error"      # error (stop, list them all) | skip (drop and count)
+  data.cache_dir = ""              # '' = <workdir>/cache
+  data.workers = 0                 # decoding processes for the cache build; 0 = all cores
+  data.num_threads = 2             # grain read/augment threads
+  data.prefetch = 64               # grain elements read ahead
+  data.augment = ml_collections.ConfigDict(dict(
+      enabled=True, max_translate=0.04, max_scale=0.05, max_rotate_deg=5.0, brightness=0.05,
+      contrast=0.1))
+  # The embedded default (used when --data_dir is absent): see jaxcxr/data/synthetic.py.
+  data.synthetic = ml_collections.ConfigDict(dict(
+      num_patients=240, max_images_per_patient=4, image_size=256, pneumonia_fraction=0.4,
+      other_finding_fraction=0.08, test_fraction=0.25, seed=0))
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = "paper_cnn"
+  model.widths = (16, 32, 64, 128)
+  model.convs_per_block = 1
+  model.dense = (64,)
+  model.dropout = 0.3
+  model.dtype = "float32"          # float32 | bfloat16 (compute dtype; parameters stay float32)
+
+  config.train = train = ml_collections.ConfigDict()
+  train.epochs = 8
+  train.batch_size = 16
+  train.eval_batch_size = 64
+  train.optimizer = "adam"         # sgd | adam | adamw
+  train.learning_rate = 1e-3
+  train.momentum = 0.9             # sgd only
+  train.nesterov = True            # sgd only
+  train.weight_decay = 1e-4        # adamw only
+  train.schedule = "constant"      # constant | warmup_cosine
+  train.warmup_steps = 0
+  train.class_balance = "pos_weight"  # pos_weight (auto from training frequencies) | none
+  train.seed = 0
+
+  config.checkpoint = ckpt = ml_collections.ConfigDict()
+  ckpt.every_steps = 100
+  ckpt.keep = 3
+  return config

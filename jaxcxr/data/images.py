@@ -1,0 +1,78 @@
+"""Decoding one chest film into a square uint8 grayscale array of the training resolution.
+
+Handles what the real releases contain: 8-bit grayscale PNG (most of NIH),
+RGB/RGBA PNG (~500 NIH films; luminance is kept, alpha dropped), 16-bit PNG
+(rescaled to 8 bits by its own range) and JPEG of any size (Kermany; decoded
+with draft mode so the JPEG decoder itself downscales by a power of two).
+"""
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+
+ASPECT_MODES = ("pad", "crop")
+# A 1024x1024 film has 1M pixels and the largest Kermany JPEG ~8M; anything
+# past this is treated as a decompression bomb, not silently decoded.
+MAX_PIXELS = 64_000_000
+
+
+class BadImageError(Exception):
+  """One file that cannot be used as a film; the message names the file and why."""
+
+
+def _to_grayscale(img: Image.Image) -> np.ndarray:
+  """Returns a 2-D uint8 array; 16-bit and float images are stretched over their own range."""
+  if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    arr = np.asarray(img, dtype=np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+      return np.zeros(arr.shape, np.uint8)
+    return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+  if img.mode != "L":
+    # RGBA/LA: convert("L") computes ITU-R 601 luma from the colour channels and drops alpha.
+    img = img.convert("L")
+  return np.asarray(img, dtype=np.uint8)
+
+
+def _square(img: Image.Image, aspect: str) -> Image.Image:
+  """Makes the image square by padding with black (keeps the whole chest) or center-cropping."""
+  w, h = img.size
+  if w == h:
+    return img
+  side = max(w, h) if aspect == "pad" else min(w, h)
+  left, top = (w - side) // 2, (h - side) // 2
+  if aspect == "crop":
+    return img.crop((left, top, left + side, top + side))
+  canvas = Image.new(img.mode, (side, side), 0)
+  canvas.paste(img, (-left, -top))
+  return canvas
+
+
+def load_film(path: str | os.PathLike, size: int, aspect: str = "pad") -> np.ndarray:
+  """Decodes `path` and returns a (size, size) uint8 array; raises BadImageError on any bad file."""
+  if aspect not in ASPECT_MODES:
+    raise ValueError(f"aspect must be one of {ASPECT_MODES}, got {aspect!r}")
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as img:
+        if img.width * img.height > MAX_PIXELS:
+          raise BadImageError(f"{path}: {img.width}x{img.height} pixels exceeds the "
+                              f"{MAX_PIXELS:,}-pixel limit (decompression bomb?)")
+        if img.format == "JPEG":
+          img.draft("L", (size, size))
+        img.load()
+        gray = _to_grayscale(img)
+  except BadImageError:
+    raise
+  except FileNotFoundError as e:
+    raise BadImageError(f"{path}: file not found") from e
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+          Image.DecompressionBombWarning) as e:
+    raise BadImageError(f"{path}: cannot decode ({e})") from e
+  square = _square(Image.fromarray(gray), aspect)
+  if square.size != (size, size):
+    square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+  return np.asarray(square, dtype=np.uint8)

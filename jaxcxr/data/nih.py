@@ -1,0 +1,177 @@
+"""Reading the NIH ChestX-ray14 release: metadata, image locations, labels and patient-disjoint splits.
+
+The release's quirks are handled here and nowhere else: the bracketed header
+names that contain commas, the trailing comma of the original CSV, the two
+image layouts (`images/` or Kaggle's `images_001/images/ ...`), the official
+split lists (which may lack a final newline) and the absence of an official
+validation split, which is carved from train_val by patient.
+"""
+
+import os
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from jaxcxr.errors import UserError
+
+METADATA_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+SPLIT_LISTS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
+NO_FINDING = "No Finding"
+FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
+            "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening",
+            "Pneumonia", "Pneumothorax")
+NEGATIVE_POLICIES = ("no_finding", "rest")
+REQUIRED_COLUMNS = {"Image Index": "image_id", "Finding Labels": "labels",
+                    "Patient ID": "patient_id", "View Position": "view"}
+SPLITS = ("train", "val", "test")
+
+
+def find_metadata(data_dir: pathlib.Path) -> pathlib.Path:
+  """Returns the metadata CSV in `data_dir`, preferring the v2020 relabelled file."""
+  for name in METADATA_FILES:
+    if (data_dir / name).is_file():
+      return data_dir / name
+  raise UserError(f"no NIH metadata in {data_dir}: expected one of {', '.join(METADATA_FILES)}; "
+                  "point --data_dir at the unpacked ChestX-ray14 release")
+
+
+def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
+  """Reads either CSV release into columns image_id, labels, patient_id, view.
+
+  Only the four needed columns are parsed by name, which makes the comma-split
+  bracketed headers and the original file's empty 12th column irrelevant.
+  """
+  try:
+    header = pd.read_csv(csv_path, nrows=0).columns
+  except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    raise UserError(f"{csv_path} is not a readable CSV ({e}); use the release's Data_Entry_2017 file") from e
+  missing = [c for c in REQUIRED_COLUMNS if c not in header]
+  if missing:
+    raise UserError(f"{csv_path} lacks column(s) {', '.join(map(repr, missing))}; expected the NIH "
+                    f"header starting 'Image Index,Finding Labels,Follow-up #,Patient ID'")
+  table = pd.read_csv(csv_path, usecols=list(REQUIRED_COLUMNS),
+                      dtype={"Image Index": str, "Finding Labels": str, "View Position": str,
+                             "Patient ID": str})
+  table = table.rename(columns=REQUIRED_COLUMNS)
+  if table["image_id"].isna().any() or table["labels"].isna().any():
+    raise UserError(f"{csv_path} has rows without an Image Index or Finding Labels; the file is damaged")
+  if table["image_id"].duplicated().any():
+    dup = table.loc[table["image_id"].duplicated(), "image_id"].iloc[0]
+    raise UserError(f"{csv_path} lists image {dup} twice; the file is damaged")
+  table["patient_id"] = table["patient_id"].str.strip()
+  return table
+
+
+def index_images(data_dir: pathlib.Path) -> dict[str, str]:
+  """Maps file name to path for `images/*.png` or `images_NNN/images/*.png`, one directory scan each."""
+  dirs = [data_dir / "images"] if (data_dir / "images").is_dir() else []
+  dirs += sorted(p / "images" for p in data_dir.glob("images_*") if (p / "images").is_dir())
+  if not dirs:
+    raise UserError(f"no image folder in {data_dir}: expected images/ or images_001/images/ ...")
+  index = {}
+  for d in dirs:
+    with os.scandir(d) as entries:
+      for entry in entries:
+        if entry.name.endswith(".png"):
+          index[entry.name] = entry.path
+  return index
+
+
+def read_name_list(path: pathlib.Path) -> list[str]:
+  """One image name per line; blank lines and a missing final newline are both fine."""
+  return path.read_text().split()
+
+
+def binary_labels(labels: pd.Series, target: str, negatives: str) -> pd.Series:
+  """1 for the target finding, 0 for a negative, NaN for a row the policy leaves out.
+
+  Labels are matched as whole `|`-separated names, so `Pleural_Thickening`
+  never counts as `Thickening` and `Pneumonia` never matches `Pneumothorax`.
+  """
+  if target != "any" and target not in FINDINGS:
+    raise UserError(f"data.target={target!r} is not an NIH finding; use 'any' or one of "
+                    f"{', '.join(FINDINGS)}")
+  if negatives not in NEGATIVE_POLICIES:
+    raise UserError(f"data.negatives={negatives!r}; use one of {', '.join(NEGATIVE_POLICIES)}")
+  sets = labels.str.split("|").map(lambda names: {n.strip() for n in names})
+  no_finding = sets.map(lambda s: s == {NO_FINDING})
+  positive = ~no_finding if target == "any" else sets.map(lambda s: target in s)
+  negative = no_finding if negatives == "no_finding" else ~positive
+  return pd.Series(np.where(positive, 1.0, np.where(negative, 0.0, np.nan)), index=labels.index)
+
+
+def split_patients(patients: Sequence[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
+  """Assigns each patient to a split at random (seeded), so no patient spans two splits."""
+  unique = np.array(sorted(set(patients)))
+  order = np.random.default_rng(seed).permutation(len(unique))
+  assignment, start = {}, 0
+  names = list(fractions)
+  for i, name in enumerate(names):
+    count = len(unique) - start if i == len(names) - 1 else int(round(fractions[name] * len(unique)))
+    for p in unique[order[start:start + count]]:
+      assignment[p] = name
+    start += count
+  return assignment
+
+
+def assign_splits(table: pd.DataFrame, data_dir: pathlib.Path, val_fraction: float,
+                  test_fraction: float, seed: int) -> pd.Series:
+  """Official train_val/test lists when present, validation carved from train_val by patient."""
+  if not 0.0 < val_fraction < 1.0:
+    raise UserError(f"data.val_fraction={val_fraction} must be between 0 and 1")
+  lists = {k: data_dir / v for k, v in SPLIT_LISTS.items()}
+  split = pd.Series(None, index=table.index, dtype=object)
+  if all(p.is_file() for p in lists.values()):
+    for name, path in lists.items():
+      names = read_name_list(path)
+      unknown = set(names).difference(table["image_id"])
+      if unknown:
+        raise UserError(f"{path} names {len(unknown)} image(s) absent from the metadata, e.g. "
+                        f"{sorted(unknown)[0]}; use the list and CSV of the same release")
+      split[table["image_id"].isin(names)] = name
+    train_val = split == "train_val"
+    val_of = split_patients(table.loc[train_val, "patient_id"],
+                            {"val": val_fraction, "train": 1.0 - val_fraction}, seed)
+    split[train_val] = table.loc[train_val, "patient_id"].map(val_of)
+  elif any(p.is_file() for p in lists.values()):
+    present = [str(p) for p in lists.values() if p.is_file()]
+    raise UserError(f"found {present[0]} but not its partner; provide both "
+                    f"{' and '.join(SPLIT_LISTS.values())} or neither")
+  else:
+    if not 0.0 < test_fraction < 1.0 - val_fraction:
+      raise UserError(f"data.test_fraction={test_fraction} must be in (0, 1 - val_fraction)")
+    of = split_patients(table["patient_id"], {"test": test_fraction, "val": val_fraction,
+                                              "train": 1.0 - val_fraction - test_fraction}, seed)
+    split = table["patient_id"].map(of)
+  return split
+
+
+def check_patient_disjoint(table: pd.DataFrame) -> None:
+  """The leakage guard: any patient in two splits makes every metric optimistic, so stop."""
+  per_patient = table.dropna(subset=["split"]).groupby("patient_id")["split"].nunique()
+  shared = per_patient[per_patient > 1]
+  if len(shared):
+    raise UserError(f"{len(shared)} patient(s) appear in more than one split (e.g. patient "
+                    f"{shared.index[0]}); the split lists leak patients, fix them or remove them")
+
+
+def load_examples(data_dir: pathlib.Path, target: str, negatives: str, views: Sequence[str],
+                  val_fraction: float, test_fraction: float, seed: int) -> pd.DataFrame:
+  """The labelled, split, located examples of an NIH directory.
+
+  Returns columns image_id, path (None where the file is missing), label,
+  patient_id, view, split; rows the label policy or view filter excludes are dropped.
+  """
+  table = read_metadata(find_metadata(data_dir))
+  table["split"] = assign_splits(table, data_dir, val_fraction, test_fraction, seed)
+  check_patient_disjoint(table)
+  table["label"] = binary_labels(table["labels"], target, negatives)
+  keep = table["label"].notna() & table["split"].notna()
+  if views:
+    keep &= table["view"].isin(list(views))
+  table = table[keep].copy()
+  table["label"] = table["label"].astype(np.int32)
+  table["path"] = table["image_id"].map(index_images(data_dir))
+  return table.reset_index(drop=True)

@@ -1,0 +1,144 @@
+"""A small, seeded, synthetic dataset written in the NIH ChestX-ray14 on-disk format.
+
+SYNTHETIC: these are drawn chest-like films, not radiographs. They exist so that
+`python run.py` works on a fresh machine with no download and exercises exactly
+the code path real NIH data takes (metadata CSV with the original quirks,
+`images/PPPPPPPP_FFF.png`, official split lists, RGBA and 16-bit PNGs).
+"Pneumonia" films carry soft opacities inside a lung field; a network that
+learns to see them proves the pipeline learns end to end, nothing about medicine.
+"""
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from jaxcxr.data import nih
+from jaxcxr.errors import UserError
+
+HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+          "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
+OTHER_FINDINGS = ("Effusion", "Atelectasis", "Nodule", "Pleural_Thickening", "Pneumothorax")
+MARKER = "SYNTHETIC.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSpec:
+  """Everything that determines the generated files; its hash names the cache folder."""
+  num_patients: int = 240
+  max_images_per_patient: int = 4
+  image_size: int = 256
+  pneumonia_fraction: float = 0.4
+  other_finding_fraction: float = 0.08
+  test_fraction: float = 0.25
+  seed: int = 0
+
+  def fingerprint(self) -> str:
+    return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _ellipse(xx, yy, cx, cy, rx, ry):
+  return ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
+
+
+def render_film(rng: np.random.Generator, size: int, pneumonia: bool) -> np.ndarray:
+  """One chest-like film as float32 in [0, 1]: body, two dark lung fields, spine, ribs, noise."""
+  yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j].astype(np.float32)
+  shift_x, shift_y, scale = rng.normal(0, 0.04), rng.normal(0, 0.04), rng.uniform(0.9, 1.05)
+  xx, yy = (xx - shift_x) / scale, (yy - shift_y) / scale
+  img = np.full((size, size), 0.06, np.float32)
+  img[_ellipse(xx, yy, 0, 0.15, 0.88, 1.05)] = 0.55
+  lungs = []
+  for side in (-1, 1):
+    cx, cy = side * rng.uniform(0.34, 0.42), rng.uniform(-0.12, 0.0)
+    rx, ry = rng.uniform(0.24, 0.3), rng.uniform(0.48, 0.58)
+    mask = _ellipse(xx, yy, cx, cy, rx, ry)
+    img[mask] = 0.2 + 0.04 * np.sin(yy[mask] * rng.uniform(24, 32))
+    lungs.append((cx, cy, rx, ry))
+  img[np.abs(xx) < 0.07] += 0.2
+  if pneumonia:
+    for _ in range(rng.integers(1, 4)):
+      cx, cy, rx, ry = lungs[rng.integers(2)]
+      bx, by = cx + rng.uniform(-0.5, 0.5) * rx, cy + rng.uniform(-0.5, 0.5) * ry
+      sigma = rng.uniform(0.09, 0.18)
+      img += rng.uniform(0.22, 0.35) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * sigma ** 2))
+  img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)
+  img += rng.normal(0, 0.03, img.shape).astype(np.float32)
+  blurred = Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8)).filter(
+      ImageFilter.GaussianBlur(radius=size / 256))
+  return np.asarray(blurred, np.float32) / 255.0
+
+
+def _save_png(path: pathlib.Path, film: np.ndarray, kind: str) -> None:
+  """Writes the film as 8-bit grayscale, RGBA (as ~500 NIH films are) or 16-bit grayscale."""
+  gray8 = np.round(film * 255).astype(np.uint8)
+  if kind == "rgba":
+    rgba = np.stack([gray8, gray8, gray8, np.full_like(gray8, 255)], axis=-1)
+    Image.fromarray(rgba, "RGBA").save(path)
+  elif kind == "gray16":
+    Image.fromarray(np.round(film * 4095 + 100).astype(np.uint16)).save(path)
+  else:
+    Image.fromarray(gray8).save(path)
+
+
+def _patient_rows(rng: np.random.Generator, spec: SyntheticSpec, patient: int, images: pathlib.Path):
+  """Renders one patient's films and yields their metadata rows."""
+  for follow_up in range(int(rng.integers(1, spec.max_images_per_patient + 1))):
+    draw = rng.uniform()
+    if draw < spec.pneumonia_fraction:
+      labels = "Pneumonia" if rng.uniform() < 0.6 else f"Pneumonia|{rng.choice(['Infiltration', 'Effusion'])}"
+    elif draw < spec.pneumonia_fraction + spec.other_finding_fraction:
+      labels = str(rng.choice(OTHER_FINDINGS))
+    else:
+      labels = nih.NO_FINDING
+    name = f"{patient:08d}_{follow_up:03d}.png"
+    kind = rng.choice(["gray8", "rgba", "gray16"], p=[0.94, 0.03, 0.03])
+    _save_png(images / name, render_film(rng, spec.image_size, "Pneumonia" in labels), kind)
+    view = "PA" if rng.uniform() < 0.6 else "AP"
+    age, sex = int(rng.integers(1, 95)), rng.choice(["M", "F"])
+    yield (f"{name},{labels},{follow_up},{patient},{age},{sex},{view},"
+           f"{spec.image_size},{spec.image_size},0.143,0.143,")
+
+
+def write_dataset(root: pathlib.Path, spec: SyntheticSpec) -> None:
+  """Writes metadata CSV (original-release form, trailing comma), images/ and the split lists."""
+  rng = np.random.default_rng(spec.seed)
+  (root / "images").mkdir(parents=True)
+  rows, patient_of = [], {}
+  for patient in range(1, spec.num_patients + 1):
+    for row in _patient_rows(rng, spec, patient, root / "images"):
+      rows.append(row)
+      patient_of[row.split(",")[0]] = patient
+  (root / "Data_Entry_2017.csv").write_text("\n".join([HEADER, *rows]) + "\n")
+  test_patients = set(rng.permutation(np.arange(1, spec.num_patients + 1))[
+      :int(round(spec.test_fraction * spec.num_patients))].tolist())
+  names = sorted(patient_of)
+  # The official lists may lack a final newline; write them that way so the reader copes.
+  (root / "test_list.txt").write_text("\n".join(n for n in names if patient_of[n] in test_patients))
+  (root / "train_val_list.txt").write_text(
+      "\n".join(n for n in names if patient_of[n] not in test_patients))
+  (root / MARKER).write_text(json.dumps({"synthetic": True, **dataclasses.asdict(spec)}, indent=2))
+
+
+def ensure_dataset(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path:
+  """Returns the generated dataset folder, generating it once (atomically) if it is not there yet."""
+  root = cache_dir / f"synthetic-nih-{spec.fingerprint()}"
+  if (root / MARKER).is_file():
+    return root
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(dir=cache_dir, prefix=".synthetic-tmp-"))
+  try:
+    write_dataset(tmp / "data", spec)
+    shutil.rmtree(root, ignore_errors=True)
+    (tmp / "data").rename(root)
+  except OSError as e:
+    raise UserError(f"could not write the synthetic dataset under {cache_dir} ({e.strerror or e}); "
+                    "free disk space or pass a writable --workdir") from e
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return root

@@ -1,0 +1,49 @@
+"""Choosing the device a run is pinned to.
+
+Training is placed on a device by putting its state and batches there with
+`jax.device_put`; the jitted step follows its inputs. This module only turns a
+platform name into a `jax.Device`, or into a clear error when JAX has no such backend.
+"""
+
+import logging
+
+import jax
+
+from jaxcxr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = ("cpu", "gpu")
+
+
+def select_device(platform: str) -> jax.Device:
+  """Returns the first device of `platform`, or raises UserError explaining how to get one."""
+  if platform not in PLATFORMS:
+    raise UserError(f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
+  try:
+    devices = jax.devices(platform)
+  except RuntimeError as e:
+    if platform == "gpu":
+      raise UserError(
+          "--platform=gpu but JAX has no GPU backend here "
+          f"({str(e).splitlines()[0]}); install JAX's CUDA build with pip install '.[gpu]' "
+          "on a machine with an NVIDIA GPU, or use --platform=cpu") from e
+    raise UserError(f"JAX could not start the {platform} backend: {e}") from e
+  return devices[0]
+
+
+def describe(device: jax.Device) -> dict:
+  """What the logs and the summary record about the device a run used."""
+  return {
+      "platform": device.platform,
+      "device_kind": device.device_kind,
+      "device": str(device),
+      "jax_version": jax.__version__,
+      "local_device_count": jax.local_device_count(device.platform),
+  }
+
+
+def log_device(device: jax.Device) -> None:
+  info = describe(device)
+  log.info("Running on %s (%s), JAX %s, %d %s device(s) visible", info["device"],
+               info["device_kind"], info["jax_version"], info["local_device_count"], info["platform"])

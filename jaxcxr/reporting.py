@@ -1,0 +1,51 @@
+"""What a run writes and prints: per-epoch records (paper Tables 1, 2, 5) and the test summary (Table 6)."""
+
+import json
+import pathlib
+
+from jaxcxr.fsutil import atomic_write_json, atomic_write_text
+
+TEST_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+  return "n/a" if value is None else format(value, spec)
+
+
+def epoch_line(r: dict) -> str:
+  return (f"epoch {r['epoch']:3d} | {r['sec_per_epoch']:7.2f} s/epoch | {r['ms_per_step']:8.2f} ms/step | "
+          f"data wait {100 * r['data_wait_fraction']:4.1f}% | train loss {r['train_loss']:.4f} "
+          f"acc {r['train_accuracy']:.4f} | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.4f} "
+          f"auc {_fmt(r['val_auc'])}")
+
+
+def write_history(workdir: pathlib.Path, history: list[dict]) -> None:
+  """Rewrites metrics.jsonl from the history, so it always matches the checkpoint it resumed from."""
+  atomic_write_text(workdir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+
+
+def write_summary(workdir: pathlib.Path, summary: dict) -> None:
+  atomic_write_json(workdir / "summary.json", summary)
+
+
+def read_summary(workdir: pathlib.Path) -> dict | None:
+  path = workdir / "summary.json"
+  return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summary_table(summary: dict) -> str:
+  """The test confusion matrix and metrics, plus the timing summary, as a small text table."""
+  t, timing = summary["test"], summary["timing"]
+  lines = [
+      f"Test split ({t['tn'] + t['fp'] + t['fn'] + t['tp']} images){' [SYNTHETIC DATA]' if summary['synthetic'] else ''}",
+      "                 predicted healthy  predicted positive",
+      f"  healthy        {t['tn']:17d}  {t['fp']:18d}",
+      f"  positive       {t['fn']:17d}  {t['tp']:18d}",
+      "  " + "  ".join(f"{k} {_fmt(t[k])}" for k in TEST_KEYS),
+  ]
+  lines += [f"  note: {n}" for n in t["notes"]]
+  lines.append(f"Timing on {summary['device']['device_kind']} ({summary['device']['platform']}): "
+               f"compile {timing['compile_s']:.2f} s, {_fmt(timing['mean_sec_per_epoch'], '.2f')} s/epoch, "
+               f"{_fmt(timing['median_ms_per_step'], '.2f')} ms/step (median over epochs), "
+               f"data wait {_fmt(timing['data_wait_fraction'], '.1%')}")
+  return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""The pure, jit-compiled training and evaluation steps and the state they carry.
+
+Nothing here assumes one device: inputs arrive already placed (on one device
+today, or sharded with a `NamedSharding` over a data axis later) and `jit`
+follows them. All randomness is a function of (seed, step), so a resumed run
+draws the same dropout masks as an uninterrupted one.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxcxr.models import prepare_input
+
+
+@struct.dataclass
+class TrainState:
+  """Everything a checkpoint must hold to continue bit-for-bit.
+
+  `rng` holds raw key data (uint32) rather than a typed key so that orbax
+  stores it as a plain array. `sums` accumulates this epoch's training loss and
+  accuracy on device (no host sync per step) and the first step whose loss was
+  not finite (-1 while all were).
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  sums: dict
+  apply_fn: Callable = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+def zero_sums() -> dict:
+  return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.int32),
+          "count": jnp.zeros((), jnp.int32), "first_nonfinite_step": jnp.full((), -1, jnp.int32)}
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, image_size: int,
+                 seed: int) -> TrainState:
+  """Initial state; call under `jax.eval_shape` for shapes only (e.g. as the restore target)."""
+  key = jax.random.key(seed)
+  init_key, train_key = jax.random.split(key)
+  dummy = jnp.zeros((1, image_size, image_size), jnp.uint8)
+  params = model.init(init_key, prepare_input(dummy), train=False)["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(train_key), sums=zero_sums(), apply_fn=model.apply, tx=tx)
+
+
+def weighted_bce(logits: jax.Array, labels: jax.Array, pos_weight: float) -> jax.Array:
+  """Per-example sigmoid cross-entropy, positives weighted by `pos_weight` against class imbalance."""
+  labels = labels.astype(jnp.float32)
+  weights = jnp.where(labels > 0.5, pos_weight, 1.0)
+  return weights * optax.sigmoid_binary_cross_entropy(logits, labels)
+
+
+def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) -> TrainState:
+  """One optimizer update on `batch`; returns the new state (jit with the state donated)."""
+  dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  images = prepare_input(batch["image"], dtype)
+
+  def loss_fn(params):
+    logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_key})
+    return weighted_bce(logits, batch["label"], pos_weight).mean(), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  n = batch["label"].shape[0]
+  sums = state.sums
+  bad = ~jnp.isfinite(loss) & (sums["first_nonfinite_step"] < 0)
+  sums = {"loss": sums["loss"] + loss * n,
+          "correct": sums["correct"] + jnp.sum((logits > 0) == (batch["label"] > 0)),
+          "count": sums["count"] + n,
+          "first_nonfinite_step": jnp.where(bad, state.step, sums["first_nonfinite_step"])}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, sums=sums)
+
+
+def eval_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) -> tuple[dict, jax.Array]:
+  """Loss sum and integer confusion counts over the real rows of `batch`, plus per-row probabilities.
+
+  Counts are computed on device at threshold 0.5; the probabilities feed the
+  host-side ROC AUC. Padded rows (`mask` False) count nowhere.
+  """
+  logits = state.apply_fn({"params": state.params}, prepare_input(batch["image"], dtype), train=False)
+  mask, labels = batch["mask"], batch["label"] > 0
+  predicted = logits > 0
+
+  def count(cond):
+    return jnp.sum(cond & mask, dtype=jnp.int32)
+
+  sums = {"loss": jnp.sum(jnp.where(mask, weighted_bce(logits, batch["label"], pos_weight), 0.0)),
+          "tp": count(predicted & labels), "fp": count(predicted & ~labels),
+          "tn": count(~predicted & ~labels), "fn": count(~predicted & labels)}
+  return sums, jax.nn.sigmoid(logits)
+
+
+def jit_steps(pos_weight: float, dtype: Any):
+  """The two steps, jitted; the training state is donated so its buffers are updated in place."""
+  train = jax.jit(functools.partial(train_step, pos_weight=pos_weight, dtype=dtype), donate_argnums=0)
+  evaluate = jax.jit(functools.partial(eval_step, pos_weight=pos_weight, dtype=dtype))
+  return train, evaluate

@@ -1,0 +1,56 @@
+"""Train and evaluate a chest X-ray pneumonia classifier on one platform.
+
+  python run.py --platform=cpu                         # embedded synthetic default
+  python run.py --platform=gpu --data_dir=/data/nih --config=configs/paper.py
+  python run.py --config.train.epochs=3                # any config key can be overridden
+"""
+
+import logging
+import pathlib
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from jaxcxr import devices
+from jaxcxr.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(pathlib.Path(__file__).parent / "configs" / "default.py"), "Config file.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, metrics, summary). "
+                               "Default: runs/<config name>-<platform>.")
+_PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder; absent = embedded synthetic default.")
+
+
+def _setup_logging() -> None:
+  """jaxcxr's own progress at INFO; libraries (orbax logs every file it renames) at WARNING unless -v."""
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  package = logging.getLogger("jaxcxr")
+  package.addHandler(handler)
+  package.setLevel(logging.INFO)
+  package.propagate = False
+  if not flags.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from jaxcxr import train  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast.
+  _setup_logging()
+  config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
+  workdir = _WORKDIR.value or f"runs/{config_name}-{_PLATFORM.value}"
+  try:
+    device = devices.select_device(_PLATFORM.value)
+    devices.log_device(device)
+    train.train_and_evaluate(_CONFIG.value, workdir, device, _DATA_DIR.value)
+  except UserError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
