@@ -16,9 +16,20 @@ from ml_collections import config_flags
 from jaxcxr import devices
 from jaxcxr.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).parent / "configs" / "default.py"), "Config file.",
-    lock_config=True)
+
+def _bad_override(e: Exception):
+  """ml_collections applies `--config.x.y` overrides while defining and parsing the flag."""
+  detail = " ".join(str(e).encode().decode("unicode_escape").replace("'", "").split())
+  sys.exit(f"error: unknown config key in a --config override ({detail}); the keys are listed in "
+           "configs/default.py")
+
+
+try:
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", str(pathlib.Path(__file__).parent / "configs" / "default.py"), "Config file.",
+      lock_config=True)
+except (AttributeError, KeyError) as err:
+  _bad_override(err)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, metrics, summary). "
                                "Default: runs/<config name>-<platform>.")
 _PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
@@ -37,6 +48,14 @@ def _setup_logging() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, plus a one-line error for a `--config.x.y` that names no config key."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    _bad_override(e)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -53,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -8,6 +8,7 @@ from step time, so sec/epoch and ms/step are the paper's steady-state figures.
 
 import dataclasses
 import functools
+import json
 import logging
 import pathlib
 import statistics
@@ -51,7 +52,8 @@ def positive_weight(split: CachedSplit, class_balance: str) -> float:
 
 def model_signature(config: ml_collections.ConfigDict) -> dict:
   """What fixes the parameter shapes: a checkpoint with another signature cannot be resumed."""
-  return {**config.model.to_dict(), "image_size": config.data.image_size}
+  # Through JSON, so tuples compare equal to the lists a restored JSON item holds.
+  return json.loads(json.dumps({**config.model.to_dict(), "image_size": config.data.image_size}))
 
 
 @dataclasses.dataclass
@@ -90,7 +92,7 @@ def _check_finite(state: TrainState, last_good: int | None) -> None:
   if bad >= 0:
     kept = f"the last good checkpoint (step {last_good}) is kept" if last_good is not None else \
         "no checkpoint was written"
-    raise UserError(f"training loss became NaN/inf at step {bad + 1}; {kept}; lower "
+    raise UserError(f"training diverged: the loss or update became NaN/inf at step {bad + 1}; {kept}; lower "
                     "train.learning_rate or check the input data")
 
 
@@ -132,7 +134,7 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
     _check_finite(state, ckpt.latest_step())
     sums = jax.device_get(state.sums)
     val = evaluate(run, state, run.splits["val"])
-    record = {"epoch": epoch + 1, "step": step, "steps": steps_run, "sec_per_epoch": epoch_s,
+    record = {"epoch": epoch + 1, "step": step, "steps_timed": steps_run, "sec_per_epoch": epoch_s,
               "ms_per_step": 1000.0 * epoch_s / steps_run,
               "data_wait_fraction": (batches.wait_s - wait_before) / epoch_s,
               "train_loss": float(sums["loss"]) / int(sums["count"]),
@@ -146,7 +148,7 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
 
 
 def _timing(history: list[dict], compile_s: float | None) -> dict:
-  full = [r for r in history if r["steps"] > 0]
+  full = [r for r in history if r["steps_timed"] > 0]
   return {"compile_s": compile_s if compile_s is not None else 0.0,
           "mean_sec_per_epoch": statistics.fmean(r["sec_per_epoch"] for r in full) if full else None,
           "median_ms_per_step": statistics.median(r["ms_per_step"] for r in full) if full else None,

@@ -25,8 +25,8 @@ class TrainState:
 
   `rng` holds raw key data (uint32) rather than a typed key so that orbax
   stores it as a plain array. `sums` accumulates this epoch's training loss and
-  accuracy on device (no host sync per step) and the first step whose loss was
-  not finite (-1 while all were).
+  accuracy on device (no host sync per step) and the first step whose loss or
+  update was not finite (-1 while all were).
   """
   step: jax.Array
   params: Any
@@ -74,7 +74,9 @@ def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any)
   params = optax.apply_updates(state.params, updates)
   n = batch["label"].shape[0]
   sums = state.sums
-  bad = ~jnp.isfinite(loss) & (sums["first_nonfinite_step"] < 0)
+  # An overflowing update poisons the parameters a step before the loss shows it: check both.
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
+  bad = ~finite & (sums["first_nonfinite_step"] < 0)
   sums = {"loss": sums["loss"] + loss * n,
           "correct": sums["correct"] + jnp.sum((logits > 0) == (batch["label"] > 0)),
           "count": sums["count"] + n,

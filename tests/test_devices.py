@@ -1,0 +1,24 @@
+import jax
+import pytest
+
+from jaxcxr import devices
+from jaxcxr.errors import UserError
+
+
+def test_cpu_device():
+  device = devices.select_device("cpu")
+  assert device.platform == "cpu"
+  assert devices.describe(device)["jax_version"] == jax.__version__
+
+
+@pytest.mark.skipif(any(d.platform == "gpu" for d in jax.devices()), reason="a GPU is present")
+def test_missing_gpu_names_problem_and_fix():
+  with pytest.raises(UserError) as e:
+    devices.select_device("gpu")
+  message = str(e.value)
+  assert "no GPU backend" in message and "pip install '.[gpu]'" in message and "\n" not in message
+
+
+def test_unknown_platform():
+  with pytest.raises(UserError, match="unknown platform 'tpu'"):
+    devices.select_device("tpu")

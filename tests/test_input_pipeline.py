@@ -1,0 +1,97 @@
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import default
+from jaxcxr import input_pipeline
+from jaxcxr.data.cache import CachedSplit
+
+
+def _split(n=20, size=16):
+  images = np.stack([np.full((size, size), i, np.uint8) for i in range(n)])
+  return CachedSplit("train", images, (np.arange(n) % 2).astype(np.int32), [str(i) for i in range(n)],
+                     [str(i) for i in range(n)])
+
+
+def _no_augment():
+  return ml_collections.ConfigDict(dict(enabled=False))
+
+
+def _ids(batch):
+  return batch["image"][:, 0, 0].tolist()
+
+
+def test_each_epoch_is_a_fresh_permutation_of_full_batches():
+  ds = input_pipeline.train_dataset(_split(20), batch_size=6, epochs=2, seed=0, augment=_no_augment())
+  assert len(ds) == 2 * 3
+  epoch1 = sum((_ids(ds[b]) for b in range(3)), [])
+  epoch2 = sum((_ids(ds[b]) for b in range(3, 6)), [])
+  assert len(set(epoch1)) == 18 and len(set(epoch2)) == 18
+  assert epoch1 != epoch2
+  np.testing.assert_array_equal(ds[0]["label"], np.array(_ids(ds[0])) % 2)
+
+
+def test_iterator_resume_continues_with_the_next_batch():
+  ds = input_pipeline.train_dataset(_split(), 4, 3, seed=1, augment=default.get_config().data.augment)
+  it = input_pipeline.train_iterator(ds, num_threads=2, prefetch=8)
+  for _ in range(7):
+    next(it)
+  state = it.get_state()
+  expected = next(it)
+  resumed = input_pipeline.train_iterator(ds, num_threads=2, prefetch=8)
+  resumed.set_state(state)
+  got = next(resumed)
+  np.testing.assert_array_equal(got["image"], expected["image"])
+  np.testing.assert_array_equal(got["label"], expected["label"])
+
+
+def test_device_prefetcher_state_is_what_was_consumed():
+  ds = input_pipeline.train_dataset(_split(), 4, 1, seed=0, augment=_no_augment())
+  plain = input_pipeline.train_iterator(ds, 1, 4)
+  next(plain)
+  after_one = plain.get_state()
+  prefetcher = input_pipeline.DevicePrefetcher(input_pipeline.train_iterator(ds, 1, 4), put=lambda b: b, depth=3)
+  first = next(prefetcher)
+  assert prefetcher.state == after_one  # three batches were read ahead, one consumed
+  assert _ids(first) == _ids(ds[0])
+  assert len(list(prefetcher)) == len(ds) - 1
+
+
+def test_augment_keeps_shape_and_is_seeded():
+  cfg = default.get_config().data.augment
+  element = {"image": np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1)), "label": np.int32(1)}
+  a = input_pipeline.Augment(cfg).random_map(element, np.random.default_rng(5))
+  b = input_pipeline.Augment(cfg).random_map(element, np.random.default_rng(5))
+  c = input_pipeline.Augment(cfg).random_map(element, np.random.default_rng(6))
+  assert a["image"].shape == (32, 32) and a["image"].dtype == np.uint8 and a["label"] == 1
+  np.testing.assert_array_equal(a["image"], b["image"])
+  assert not np.array_equal(a["image"], c["image"])
+
+
+def test_augment_with_zero_magnitudes_is_identity():
+  cfg = ml_collections.ConfigDict(dict(enabled=True, max_translate=0.0, max_scale=0.0, max_rotate_deg=0.0,
+                                       brightness=0.0, contrast=0.0))
+  image = np.random.default_rng(0).integers(0, 256, (16, 16)).astype(np.uint8)
+  out = input_pipeline.Augment(cfg).random_map({"image": image, "label": 0}, np.random.default_rng(0))
+  np.testing.assert_allclose(out["image"].astype(int), image.astype(int), atol=1)
+
+
+def test_augment_never_flips():
+  cfg = default.get_config().data.augment
+  image = np.zeros((32, 32), np.uint8)
+  image[:, :8] = 255  # bright band on the left edge
+  for seed in range(20):
+    out = input_pipeline.Augment(cfg).random_map({"image": image, "label": 0}, np.random.default_rng(seed))
+    assert out["image"][:, :16].mean() > out["image"][:, 16:].mean() + 50
+
+
+@pytest.mark.parametrize("n, batch, expected_batches", [(10, 4, 3), (8, 4, 2)])
+def test_eval_batches_pad_and_mask(n, batch, expected_batches):
+  split = _split(n)
+  batches = list(input_pipeline.eval_batches(split, batch))
+  assert len(batches) == expected_batches
+  assert all(b["image"].shape == (batch, 16, 16) for b in batches)
+  masks = np.concatenate([b["mask"] for b in batches])
+  assert masks.sum() == n
+  seen = np.concatenate([b["image"][b["mask"], 0, 0] for b in batches])
+  np.testing.assert_array_equal(seen, np.arange(n))

@@ -1,0 +1,55 @@
+"""run.py as a user runs it: exit codes and one-line errors, no tracebacks."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(*args, timeout=300):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _last_line(stderr: str) -> str:
+  return stderr.strip().splitlines()[-1]
+
+
+def test_tiny_run_end_to_end(tmp_path, shared_cache):
+  result = _run("--config=configs/tiny.py", f"--workdir={tmp_path}", f"--config.data.cache_dir={shared_cache}")
+  assert result.returncode == 0, result.stderr
+  assert "Test split" in result.stdout and "accuracy" in result.stdout
+  assert "SYNTHETIC" in result.stderr and "epoch   2 |" in result.stderr
+  assert json.loads((tmp_path / "summary.json").read_text())["step"] > 0
+
+
+def test_gpu_missing_is_one_clear_line(tmp_path):
+  result = _run("--platform=gpu", f"--workdir={tmp_path}")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  line = _last_line(result.stderr)
+  assert line.startswith("error: --platform=gpu but JAX has no GPU backend") and "pip install '.[gpu]'" in line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--platform=tpu"], "value should be one of <cpu|gpu>"),
+    (["--config.train.epochz=3"], "epochz"),
+    (["--config.train.epochs=zero"], "epochs"),
+])
+def test_bad_flags_are_rejected(tmp_path, args, expected):
+  result = _run(*args, f"--workdir={tmp_path}")
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  assert expected in result.stderr
+
+
+def test_missing_data_dir(tmp_path):
+  result = _run(f"--data_dir={tmp_path / 'nope'}", f"--workdir={tmp_path / 'w'}")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert _last_line(result.stderr).startswith(f"error: --data_dir={tmp_path / 'nope'} does not exist")

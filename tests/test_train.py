@@ -1,0 +1,179 @@
+"""End-to-end runs of the training loop on the tiny synthetic config (seconds each)."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxcxr import checkpoints, devices, train
+from jaxcxr.data import synthetic
+from jaxcxr.errors import UserError
+
+TIMING_KEYS = {"sec_per_epoch", "ms_per_step", "data_wait_fraction", "steps_timed"}
+CPU = devices.select_device("cpu")
+
+
+def _run(config, workdir, data_dir=None):
+  return train.train_and_evaluate(config, workdir, CPU, data_dir)
+
+
+def _learning(history):
+  return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in history]
+
+
+def _final_state(workdir):
+  with ocp.CheckpointManager((workdir / "checkpoints").absolute()) as manager:
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return step, restored["state"]
+
+
+def _assert_same_state(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, shared_cache):
+  """The reference: the tiny config trained for its 2 epochs in one go."""
+  from configs import tiny
+  config = tiny.get_config()
+  config.data.cache_dir = str(shared_cache)
+  workdir = tmp_path_factory.mktemp("straight")
+  summary = _run(config, workdir)
+  return workdir, summary
+
+
+def test_run_writes_paper_tables(straight):
+  workdir, summary = straight
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in records] == [1, 2]
+  for r in records:
+    assert {"sec_per_epoch", "ms_per_step", "data_wait_fraction", "train_loss", "train_accuracy",
+            "val_loss", "val_accuracy"} <= set(r)
+    assert r["sec_per_epoch"] > 0 and 0 <= r["train_accuracy"] <= 1
+  on_disk = json.loads((workdir / "summary.json").read_text())
+  assert set(on_disk["test"]) >= {"accuracy", "precision", "recall", "specificity", "f1", "auc",
+                                  "tn", "fp", "fn", "tp"}
+  t = on_disk["test"]
+  assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]
+  assert on_disk["timing"]["compile_s"] > 0 and on_disk["synthetic"] is True
+  assert on_disk["device"]["platform"] == "cpu"
+
+
+def test_resume_at_epoch_boundary_is_exact(straight, tiny_config, tmp_path):
+  ref_dir, ref = straight
+  tiny_config.train.epochs = 1
+  _run(tiny_config, tmp_path)
+  tiny_config.train.epochs = 2
+  resumed = _run(tiny_config, tmp_path)
+  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
+  assert resumed["test"] == ref["test"]
+  step, state = _final_state(tmp_path)
+  ref_step, ref_state = _final_state(ref_dir)
+  assert step == ref_step
+  _assert_same_state(state, ref_state)
+
+
+class Killed(Exception):
+  pass
+
+
+def test_resume_after_a_crash_mid_epoch_is_exact(straight, tiny_config, tmp_path, monkeypatch):
+  ref_dir, ref = straight
+  original = checkpoints.Checkpointer.save
+
+  def save_then_die(self, state, data_state, history):
+    original(self, state, data_state, history)
+    if int(state.step) == 5:  # a mid-epoch checkpoint (every 5 steps, 8 steps per epoch)
+      raise Killed
+
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
+  with pytest.raises(Killed):
+    _run(tiny_config, tmp_path)
+  monkeypatch.undo()
+  resumed = _run(tiny_config, tmp_path)
+  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
+  _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
+
+
+def test_finished_run_reruns_as_a_noop(straight, tiny_config, capsys):
+  workdir, ref = straight
+  before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+  again = _run(tiny_config, workdir)
+  assert again == json.loads((workdir / "summary.json").read_text())
+  assert again["test"] == ref["test"]
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
+  assert "Test split" in capsys.readouterr().out
+
+
+def test_checkpoint_from_another_model_is_refused(straight, tiny_config):
+  workdir, _ = straight
+  tiny_config.model.widths = (8, 32)
+  with pytest.raises(UserError, match="different model config.*widths.*new --workdir"):
+    _run(tiny_config, workdir)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, tiny_config, tmp_path, caplog):
+  _, ref = straight
+  tiny_config.train.epochs = 1
+  _run(tiny_config, tmp_path)
+  latest = max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  for f in (tmp_path / "checkpoints" / str(latest) / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"corrupt")
+  tiny_config.train.epochs = 2
+  resumed = _run(tiny_config, tmp_path)
+  assert any("unreadable" in r.getMessage() and "falling back" in r.getMessage() for r in caplog.records)
+  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+  tiny_config.train.optimizer = "sgd"
+  tiny_config.train.schedule = "warmup_cosine"  # lr 0 at step 0, then astronomically large
+  tiny_config.train.learning_rate = 1e38
+  tiny_config.train.warmup_steps = 4
+  tiny_config.checkpoint.every_steps = 1
+  with pytest.raises(UserError, match=r"NaN/inf at step 2; the last good checkpoint \(step 1\) is kept"):
+    _run(tiny_config, tmp_path)
+  step, state = _final_state(tmp_path)
+  assert step == 1
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
+
+
+def test_unwritable_workdir(tiny_config, tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(UserError, match="--workdir .* is not writable"):
+    _run(tiny_config, tmp_path / "file" / "run")
+
+
+def test_empty_split_is_named(tiny_config, tmp_path):
+  tiny_config.data.views = "LL"  # no synthetic film has a lateral view
+  with pytest.raises(UserError, match="split 'train' is empty.*views='LL'"):
+    _run(tiny_config, tmp_path)
+
+
+def test_missing_data_dir(tiny_config, tmp_path):
+  with pytest.raises(UserError, match="does not exist"):
+    _run(tiny_config, tmp_path / "w", data_dir=str(tmp_path / "nope"))
+
+
+def test_one_class_test_split_reports_auc_undefined(tiny_config, tiny_nih, tmp_path, capsys):
+  data = tmp_path / "nih"
+  shutil.copytree(tiny_nih, data)
+  test_names = set((data / "test_list.txt").read_text().split())
+  csv = data / "Data_Entry_2017.csv"
+  lines = csv.read_text().splitlines()
+  lines = [lines[0]] + [l.replace(l.split(",")[1], "No Finding", 1) if l.split(",")[0] in test_names else l
+                        for l in lines[1:]]
+  csv.write_text("\n".join(lines) + "\n")
+  tiny_config.train.epochs = 1
+  summary = _run(tiny_config, tmp_path / "w", data_dir=str(data))
+  assert summary["test"]["auc"] is None and summary["test"]["tp"] == 0
+  assert "AUC undefined" in capsys.readouterr().out
+  assert synthetic.MARKER in {p.name for p in data.iterdir()}
