@@ -129,7 +129,7 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
         if step < (epoch + 1) * spe and is_time(step, cfg.checkpoint.every_steps, run.total_steps):
           _check_finite(state, ckpt.latest_step())
           ckpt.save(state, batches.state, history)
-    jax.block_until_ready(state)
+      jax.block_until_ready(state)
     epoch_s = time.perf_counter() - t0
     _check_finite(state, ckpt.latest_step())
     sums = jax.device_get(state.sums)
