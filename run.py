@@ -3,6 +3,7 @@
   python run.py --platform=cpu                         # embedded synthetic default
   python run.py --platform=gpu --data_dir=/data/nih --config=configs/paper.py
   python run.py --config.train.epochs=3                # any config key can be overridden
+  python run.py --mode=describe --data_dir=/data/nih   # what the dataset holds; no training
 """
 
 import logging
@@ -33,7 +34,10 @@ except (AttributeError, KeyError) as err:
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, metrics, summary). "
                                "Default: runs/<config name>-<platform>.")
 _PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder; absent = embedded synthetic default.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder (or .npz file); absent = embedded "
+                                 "synthetic default.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "describe"], "train: train, evaluate, report. "
+                          "describe: report what the dataset holds from its metadata, no training.")
 
 
 def _setup_logging() -> None:
@@ -60,10 +64,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from jaxcxr import train  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast.
+  from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top
+  from jaxcxr.fsutil import ensure_writable_dir  # pylint: disable=g-import-not-at-top
   _setup_logging()
   config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
   workdir = _WORKDIR.value or f"runs/{config_name}-{_PLATFORM.value}"
   try:
+    if _MODE.value == "describe":
+      describe.run(_CONFIG.value.data, _DATA_DIR.value, ensure_writable_dir(workdir, "--workdir"))
+      return
     device = devices.select_device(_PLATFORM.value)
     devices.log_device(device)
     train.train_and_evaluate(_CONFIG.value, workdir, device, _DATA_DIR.value)

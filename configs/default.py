@@ -14,11 +14,12 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   config.data = data = ml_collections.ConfigDict()
-  data.dataset = "nih"
+  data.dataset = "nih"             # nih | kermany (class-per-folder trees) | medmnist (.npz)
   data.image_size = 64
   data.aspect = "pad"              # pad | crop: how non-square films become square
   data.target = "Pneumonia"        # any of the 14 NIH findings, or 'any'
   data.negatives = "no_finding"    # no_finding (the paper's "healthy") | rest (every non-target film)
+  data.positive_class = "PNEUMONIA"  # kermany: the class folder that is positive; all others negative
   data.views = ""                  # '' = all, or e.g. 'PA' or 'PA,AP'
   data.val_fraction = 0.15         # of train_val patients, when official split lists exist
   data.test_fraction = 0.2         # of patients, only when there are no official split lists
@@ -55,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.weight_decay = 1e-4        # adamw only
   train.schedule = "constant"      # constant | warmup_cosine
   train.warmup_steps = 0
-  train.class_balance = "pos_weight"  # pos_weight (auto from training frequencies) | none
+  train.class_balance = "pos_weight"  # pos_weight (auto from training frequencies) | sampling | none
   train.seed = 0
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()

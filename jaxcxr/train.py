@@ -37,12 +37,16 @@ def is_time(step: int, every: int, total: int) -> bool:
   return step == total or (every > 0 and step % every == 0)
 
 
+CLASS_BALANCE = ("pos_weight", "sampling", "none")
+
+
 def positive_weight(split: CachedSplit, class_balance: str) -> float:
-  """Loss weight of a positive example: negatives/positives in training when balancing, else 1."""
-  if class_balance == "none":
-    return 1.0
+  """Loss weight of a positive example: negatives/positives in training for `pos_weight`, else 1
+  (`sampling` balances the classes in the input stream instead)."""
+  if class_balance not in CLASS_BALANCE:
+    raise UserError(f"train.class_balance={class_balance!r}; choose one of {', '.join(CLASS_BALANCE)}")
   if class_balance != "pos_weight":
-    raise UserError(f"train.class_balance={class_balance!r}; choose pos_weight or none")
+    return 1.0
   pos = split.num_positive
   if pos in (0, len(split)):
     log.warning("training split has one class only; positive weight left at 1")
@@ -62,6 +66,7 @@ class Run:
   config: ml_collections.ConfigDict
   workdir: pathlib.Path
   splits: dict[str, CachedSplit]
+  source: input_pipeline.SplitSource
   sharding: jax.sharding.Sharding
   train_fn: object
   eval_fn: object
@@ -100,7 +105,7 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
                   ckpt: Checkpointer) -> tuple[TrainState, list[dict], float]:
   """Runs the remaining epochs; returns the final state, the history and the compile time."""
   cfg = run.config
-  stream = input_pipeline.train_dataset(run.splits["train"], cfg.train.batch_size, cfg.train.epochs,
+  stream = input_pipeline.train_dataset(run.source, cfg.train.batch_size, cfg.train.epochs,
                                         cfg.train.seed, cfg.data.augment)
   iterator = input_pipeline.train_iterator(stream, cfg.data.num_threads, cfg.data.prefetch)
   if data_state is not None:
@@ -164,17 +169,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     raise UserError(f"train.batch_size={config.train.batch_size} and train.epochs={config.train.epochs} "
                     "must both be at least 1")
   splits = datasets.load_splits(config.data, data_dir, workdir)
-  spe = input_pipeline.steps_per_epoch(splits["train"], config.train.batch_size)
+  pos_weight = positive_weight(splits["train"], config.train.class_balance)
+  source = input_pipeline.train_source(splits["train"], config.train.class_balance)
+  spe = len(source) // config.train.batch_size
   if spe == 0:
-    raise UserError(f"the training split has {len(splits['train'])} images, fewer than "
+    raise UserError(f"the training split has {len(source)} images, fewer than "
                     f"train.batch_size={config.train.batch_size}; lower the batch size")
   total = spe * config.train.epochs
   model = create_model(config.model)
   tx = create_optimizer(config.train, total)
-  pos_weight = positive_weight(splits["train"], config.train.class_balance)
   train_fn, eval_fn = jit_steps(pos_weight, model.dtype)
   sharding = jax.sharding.SingleDeviceSharding(device)
-  run = Run(config, workdir, splits, sharding, train_fn, eval_fn, spe, total)
+  run = Run(config, workdir, splits, source, sharding, train_fn, eval_fn, spe, total)
   init = functools.partial(create_state, model, tx, config.data.image_size, config.train.seed)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                           jax.eval_shape(init))

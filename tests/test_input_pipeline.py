@@ -5,6 +5,7 @@ import pytest
 from configs import default
 from jaxcxr import input_pipeline
 from jaxcxr.data.cache import CachedSplit
+from jaxcxr.errors import UserError
 
 
 def _split(n=20, size=16):
@@ -22,7 +23,7 @@ def _ids(batch):
 
 
 def test_each_epoch_is_a_fresh_permutation_of_full_batches():
-  ds = input_pipeline.train_dataset(_split(20), batch_size=6, epochs=2, seed=0, augment=_no_augment())
+  ds = input_pipeline.train_dataset(input_pipeline.SplitSource(_split(20)), batch_size=6, epochs=2, seed=0, augment=_no_augment())
   assert len(ds) == 2 * 3
   epoch1 = sum((_ids(ds[b]) for b in range(3)), [])
   epoch2 = sum((_ids(ds[b]) for b in range(3, 6)), [])
@@ -32,7 +33,7 @@ def test_each_epoch_is_a_fresh_permutation_of_full_batches():
 
 
 def test_iterator_resume_continues_with_the_next_batch():
-  ds = input_pipeline.train_dataset(_split(), 4, 3, seed=1, augment=default.get_config().data.augment)
+  ds = input_pipeline.train_dataset(input_pipeline.SplitSource(_split()), 4, 3, seed=1, augment=default.get_config().data.augment)
   it = input_pipeline.train_iterator(ds, num_threads=2, prefetch=8)
   for _ in range(7):
     next(it)
@@ -46,7 +47,7 @@ def test_iterator_resume_continues_with_the_next_batch():
 
 
 def test_device_prefetcher_state_is_what_was_consumed():
-  ds = input_pipeline.train_dataset(_split(), 4, 1, seed=0, augment=_no_augment())
+  ds = input_pipeline.train_dataset(input_pipeline.SplitSource(_split()), 4, 1, seed=0, augment=_no_augment())
   plain = input_pipeline.train_iterator(ds, 1, 4)
   next(plain)
   after_one = plain.get_state()
@@ -95,3 +96,18 @@ def test_eval_batches_pad_and_mask(n, batch, expected_batches):
   assert masks.sum() == n
   seen = np.concatenate([b["image"][b["mask"], 0, 0] for b in batches])
   np.testing.assert_array_equal(seen, np.arange(n))
+
+
+def test_balanced_sampling_shows_both_classes_equally():
+  labels = np.array([1] * 3 + [0] * 17, np.int32)
+  split = CachedSplit("train", np.zeros((20, 4, 4), np.uint8), labels, [], [])
+  source = input_pipeline.train_source(split, "sampling")
+  drawn = np.array([source[i]["label"] for i in range(len(source))])
+  assert len(source) == 34 and drawn.sum() == 17
+  assert len(input_pipeline.train_source(split, "pos_weight")) == 20
+
+
+def test_balanced_sampling_needs_both_classes():
+  split = CachedSplit("train", np.zeros((4, 4, 4), np.uint8), np.zeros(4, np.int32), [], [])
+  with pytest.raises(UserError, match="needs both classes"):
+    input_pipeline.train_source(split, "sampling")

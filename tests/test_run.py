@@ -53,3 +53,12 @@ def test_missing_data_dir(tmp_path):
   result = _run(f"--data_dir={tmp_path / 'nope'}", f"--workdir={tmp_path / 'w'}")
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert _last_line(result.stderr).startswith(f"error: --data_dir={tmp_path / 'nope'} does not exist")
+
+
+def test_describe_mode(tmp_path, tiny_nih):
+  result = _run("--mode=describe", f"--data_dir={tiny_nih}", f"--workdir={tmp_path}")
+  assert result.returncode == 0, result.stderr
+  report = json.loads((tmp_path / "describe.json").read_text())
+  assert report["all"]["missing_on_disk"] == 0
+  assert all(v == 0 for v in report["shared_patients"].values())
+  assert "published test" in result.stdout

@@ -177,3 +177,45 @@ def test_one_class_test_split_reports_auc_undefined(tiny_config, tiny_nih, tmp_p
   assert summary["test"]["auc"] is None and summary["test"]["tp"] == 0
   assert "AUC undefined" in capsys.readouterr().out
   assert synthetic.MARKER in {p.name for p in data.iterdir()}
+
+
+def _kermany_tree(root):
+  rng = np.random.default_rng(0)
+  from PIL import Image
+  for split, per_class in (("train", 24), ("val", 2), ("test", 8)):
+    for cls in ("NORMAL", "PNEUMONIA"):
+      (root / split / cls).mkdir(parents=True)
+      for i in range(per_class):
+        film = (synthetic.render_film(rng, 48, cls == "PNEUMONIA") * 255).astype(np.uint8)
+        name = f"person{i}_bacteria_{i}.jpeg" if cls == "PNEUMONIA" else f"IM-{i:04d}-0001.jpeg"
+        image = Image.fromarray(film)
+        (image.convert("RGB") if i % 3 == 0 else image).save(root / split / cls / f"{split}{name}")
+  return root
+
+
+def test_trains_on_a_kermany_tree(tiny_config, tmp_path):
+  tiny_config.data.dataset = "kermany"
+  tiny_config.data.cache_dir = ""
+  tiny_config.train.epochs = 1
+  summary = _run(tiny_config, tmp_path / "w", data_dir=str(_kermany_tree(tmp_path / "chest_xray")))
+  assert summary["split_sizes"]["test"] == 16 and summary["split_positives"]["test"] == 8
+  assert summary["split_sizes"]["train"] + summary["split_sizes"]["val"] == 52
+
+
+def test_trains_on_a_medmnist_npz(tiny_config, tmp_path):
+  from tests.data.test_medmnist import write_npz
+  tiny_config.data.dataset = "medmnist"
+  tiny_config.data.cache_dir = ""
+  tiny_config.train.epochs = 1
+  summary = _run(tiny_config, tmp_path / "w", data_dir=str(write_npz(tmp_path / "p.npz", counts=(40, 8, 10))))
+  assert summary["split_sizes"] == {"train": 40, "val": 8, "test": 10}
+  assert summary["test"]["tn"] + summary["test"]["fp"] + summary["test"]["fn"] + summary["test"]["tp"] == 10
+
+
+def test_class_balanced_sampling_run(tiny_config, tmp_path):
+  tiny_config.train.class_balance = "sampling"
+  tiny_config.train.epochs = 1
+  summary = _run(tiny_config, tmp_path)
+  negatives = summary["split_sizes"]["train"] - summary["split_positives"]["train"]
+  assert summary["epochs"][0]["step"] == 2 * negatives // tiny_config.train.batch_size
+  assert summary["pos_weight"] == 1.0

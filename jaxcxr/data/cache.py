@@ -1,10 +1,15 @@
-"""The preprocessed cache: each split decoded and resized once into a memory-mapped uint8 array.
+"""The preprocessed cache: each split decoded and resized once into a uint8 array on disk.
 
 Layout: `<cache_dir>/<split>-<key>/{images.npy, manifest.json}` where `key`
 hashes the preprocessing settings and a fingerprint of the sources (names,
 labels, sizes, modification times). A changed source or setting gives a new
 key, so a stale cache is never read; a build is written to a temporary folder
 and renamed only when complete, so a killed build never looks valid.
+
+Films are read back with `pread` rather than through a memory map: mapped
+pages count toward the process's resident memory, so a mapped 5 GB NIH cache
+would show up as 5 GB of RSS; reads keep RSS flat while the OS page cache
+still serves repeated epochs from RAM when there is room.
 """
 
 import dataclasses
@@ -34,12 +39,50 @@ MIN_IMAGES_FOR_POOL = 256
 CHUNK = 32
 
 
+class FilmFile:
+  """Read-only (N, S, S) uint8 films in an .npy file, indexed like an array, read with `os.pread`."""
+
+  def __init__(self, path: pathlib.Path):
+    header = np.load(path, mmap_mode="r")  # parses the .npy header; no data is touched
+    self.shape, self.dtype, self._offset = header.shape, header.dtype, header.offset
+    del header
+    self._frame = int(np.prod(self.shape[1:]))
+    self._fd = os.open(path, os.O_RDONLY)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def _read(self, start: int, count: int) -> np.ndarray:
+    data = os.pread(self._fd, count * self._frame, self._offset + start * self._frame)
+    return np.frombuffer(data, np.uint8).reshape((count, *self.shape[1:]))
+
+  def __getitem__(self, key):
+    if isinstance(key, tuple):
+      return self[key[0]][(slice(None), *key[1:]) if isinstance(key[0], slice) else key[1:]]
+    if isinstance(key, slice):
+      start, stop, step = key.indices(len(self))
+      block = self._read(start, max(stop - start, 0))
+      return block[::step]
+    index = int(key)
+    if not -len(self) <= index < len(self):
+      raise IndexError(f"film {index} out of range for {len(self)} films")
+    return self._read(index % len(self), 1)[0]
+
+  def __array__(self, dtype=None, copy=None):
+    return self[:].astype(dtype) if dtype is not None else self[:]
+
+  def __del__(self):
+    fd = getattr(self, "_fd", None)
+    if fd is not None:
+      os.close(fd)
+
+
 @dataclasses.dataclass
 class CachedSplit:
-  """One split, ready to train on: images stay on disk and are paged in as read."""
+  """One split, ready to train on: films stay on disk and are read as needed."""
   name: str
-  images: np.ndarray          # (N, S, S) uint8, memory-mapped
-  labels: np.ndarray          # (N,) int32, 1 = positive finding
+  images: FilmFile | np.ndarray  # (N, S, S) uint8
+  labels: np.ndarray             # (N,) int32, 1 = positive finding
   image_ids: list[str]
   patient_ids: list[str]
   skipped: int = 0
@@ -115,68 +158,105 @@ def _report_bad(errors: list[tuple[int, str]], split: str, cache_dir: pathlib.Pa
   log.warning("skipping %d unreadable image(s) in split %r (listed in %s)", len(errors), split, listing)
 
 
+def _cache_folder(cache_dir: pathlib.Path, split: str, settings: dict) -> pathlib.Path:
+  key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+  return cache_dir / f"{split}-{key}"
+
+
+class _Building:
+  """A temporary folder beside the cache that becomes the cache folder only by `commit`."""
+
+  def __init__(self, cache_dir: pathlib.Path, split: str):
+    self.cache_dir = cache_dir
+    try:
+      cache_dir.mkdir(parents=True, exist_ok=True)
+      self.tmp = pathlib.Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{split}-building-"))
+    except OSError as e:
+      raise self._error(e) from e
+
+  def _error(self, e: OSError) -> UserError:
+    return UserError(f"could not write the preprocessed cache in {self.cache_dir} ({e.strerror or e}); "
+                     "free disk space or set --config.data.cache_dir to a writable folder")
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, tb):
+    shutil.rmtree(self.tmp, ignore_errors=True)
+    if isinstance(error, OSError):
+      raise self._error(error) from error
+
+  def commit(self, final: pathlib.Path, manifest: dict) -> None:
+    (self.tmp / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(final, ignore_errors=True)
+    self.tmp.rename(final)
+
+
+def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int) -> dict:
+  return {**settings, "split": split, "count": len(rows), "skipped": skipped,
+          "image_ids": rows["image_id"].astype(str).tolist(), "labels": rows["label"].astype(int).tolist(),
+          "patient_ids": rows["patient_id"].astype(str).tolist()}
+
+
 def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, size: int,
                   aspect: str, on_bad_image: str, workers: int | None = None) -> CachedSplit:
-  """Returns the cached split, building it first if no cache matches these sources and settings."""
+  """Returns the cached split of image files, decoding them first if no cache matches."""
   if on_bad_image not in BAD_IMAGE_POLICIES:
     raise UserError(f"data.on_bad_image={on_bad_image!r}; use one of {', '.join(BAD_IMAGE_POLICIES)}")
   if aspect not in images.ASPECT_MODES:
     raise UserError(f"data.aspect={aspect!r}; use one of {', '.join(images.ASPECT_MODES)}")
   settings = {"format": FORMAT_VERSION, "size": size, "aspect": aspect, "on_bad_image": on_bad_image,
               "sources": source_fingerprint(examples)}
-  key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-  final = cache_dir / f"{split}-{key}"
-  if not (final / "manifest.json").is_file():
-    _build(examples, split, cache_dir, final, settings, workers or os.cpu_count() or 1)
-  else:
+  final = _cache_folder(cache_dir, split, settings)
+  if (final / "manifest.json").is_file():
     log.info("Reusing preprocessed cache %s", final)
-  return _open(final, split)
-
-
-def _build(examples, split, cache_dir, final, settings, workers) -> None:
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{split}-building-"))
-  try:
-    size = settings["size"]
-    films = np.lib.format.open_memmap(tmp / "all.npy", mode="w+", dtype=np.uint8,
+    return open_split(final)
+  with _Building(cache_dir, split) as build:
+    films = np.lib.format.open_memmap(build.tmp / "all.npy", mode="w+", dtype=np.uint8,
                                       shape=(len(examples), size, size))
-    errors = _decode_all(list(examples["path"]), size, settings["aspect"], films,
-                         f"preprocessing {split}", workers)
+    errors = _decode_all(list(examples["path"]), size, aspect, films, f"preprocessing {split}",
+                         workers or os.cpu_count() or 1)
     if errors:
-      _report_bad(errors, split, cache_dir, settings["on_bad_image"])
+      _report_bad(errors, split, cache_dir, on_bad_image)
     bad = {i for i, _ in errors}
     keep = np.array([i for i in range(len(examples)) if i not in bad], dtype=np.int64)
+    kept = np.lib.format.open_memmap(build.tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                     shape=(len(keep), size, size)) if bad else films
     if bad:
-      kept = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                       shape=(len(keep), size, size))
       for s in range(0, len(keep), 1024):
         kept[s:s + 1024] = films[keep[s:s + 1024]]
-      kept.flush()
-      del kept
-      (tmp / "all.npy").unlink()
-    else:
-      films.flush()
-      (tmp / "all.npy").rename(tmp / "images.npy")
-    del films
-    rows = examples.iloc[keep]
-    manifest = {**settings, "split": split, "count": len(rows), "skipped": len(bad),
-                "image_ids": rows["image_id"].tolist(), "labels": rows["label"].astype(int).tolist(),
-                "patient_ids": rows["patient_id"].astype(str).tolist()}
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-  except OSError as e:
-    raise UserError(f"could not write the preprocessed cache in {cache_dir} ({e.strerror or e}); free "
-                    "disk space or set --config.data.cache_dir to a writable folder") from e
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    kept.flush()
+    del films, kept
+    if not bad:
+      (build.tmp / "all.npy").rename(build.tmp / "images.npy")
+    build.commit(final, _manifest(settings, split, examples.iloc[keep], len(bad)))
+  return open_split(final)
 
 
-def _open(folder: pathlib.Path, split: str) -> CachedSplit:
+def build_from_arrays(films: np.ndarray, examples: pd.DataFrame, split: str, cache_dir: pathlib.Path,
+                      size: int, aspect: str, source: str) -> CachedSplit:
+  """Caches already-decoded films (MedMNIST) at `size`; `source` fingerprints where they came from."""
+  settings = {"format": FORMAT_VERSION, "size": size, "aspect": aspect, "sources": source}
+  final = _cache_folder(cache_dir, split, settings)
+  if not (final / "manifest.json").is_file():
+    with _Building(cache_dir, split) as build:
+      out = np.lib.format.open_memmap(build.tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                      shape=(len(films), size, size))
+      with Progress(len(films), f"resizing {split}", unit="img") as bar:
+        for i, film in enumerate(films):
+          out[i] = images.fit(film, size, aspect)
+          bar.update()
+      out.flush()
+      del out
+      build.commit(final, _manifest(settings, split, examples, 0))
+  return open_split(final)
+
+
+def open_split(folder: pathlib.Path) -> CachedSplit:
   manifest = json.loads((folder / "manifest.json").read_text())
-  films = np.load(folder / "images.npy", mmap_mode="r")
+  films = FilmFile(folder / "images.npy")
   if len(films) != manifest["count"]:
     raise UserError(f"cache {folder} is inconsistent ({len(films)} images, manifest says "
                     f"{manifest['count']}); delete it and rerun")
-  return CachedSplit(split, films, np.asarray(manifest["labels"], np.int32), manifest["image_ids"],
-                     manifest["patient_ids"], manifest["skipped"])
+  return CachedSplit(manifest["split"], films, np.asarray(manifest["labels"], np.int32),
+                     manifest["image_ids"], manifest["patient_ids"], manifest["skipped"])

@@ -72,6 +72,11 @@ def load_film(path: str | os.PathLike, size: int, aspect: str = "pad") -> np.nda
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
           Image.DecompressionBombWarning) as e:
     raise BadImageError(f"{path}: cannot decode ({e})") from e
+  return fit(gray, size, aspect)
+
+
+def fit(gray: np.ndarray, size: int, aspect: str = "pad") -> np.ndarray:
+  """A 2-D uint8 film made square (`pad` or `crop`) and resized to (size, size), antialiased."""
   square = _square(Image.fromarray(gray), aspect)
   if square.size != (size, size):
     square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)

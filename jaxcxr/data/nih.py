@@ -65,11 +65,13 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
 
 
 def index_images(data_dir: pathlib.Path) -> dict[str, str]:
-  """Maps file name to path for `images/*.png` or `images_NNN/images/*.png`, one directory scan each."""
+  """Maps file name to path for `images/*.png` or `images_NNN/images/*.png`, one directory scan each.
+
+  Empty when neither folder exists: `describe` still works on metadata alone,
+  and training stops with a layout hint (see datasets.load_splits).
+  """
   dirs = [data_dir / "images"] if (data_dir / "images").is_dir() else []
   dirs += sorted(p / "images" for p in data_dir.glob("images_*") if (p / "images").is_dir())
-  if not dirs:
-    raise UserError(f"no image folder in {data_dir}: expected images/ or images_001/images/ ...")
   index = {}
   for d in dirs:
     with os.scandir(d) as entries:
@@ -157,21 +159,34 @@ def check_patient_disjoint(table: pd.DataFrame) -> None:
                     f"{shared.index[0]}); the split lists leak patients, fix them or remove them")
 
 
-def load_examples(data_dir: pathlib.Path, target: str, negatives: str, views: Sequence[str],
-                  val_fraction: float, test_fraction: float, seed: int) -> pd.DataFrame:
-  """The labelled, split, located examples of an NIH directory.
+def read_release(data_dir: pathlib.Path, target: str, negatives: str, val_fraction: float,
+                 test_fraction: float, seed: int) -> pd.DataFrame:
+  """Every metadata row with its split, binary label (NaN where the policy excludes it) and path.
 
-  Returns columns image_id, path (None where the file is missing), label,
-  patient_id, view, split; rows the label policy or view filter excludes are dropped.
+  Columns: image_id, labels, patient_id, view, split, official_split (train_val
+  or test from the lists, else the split), label, path (NaN where the file is missing).
   """
   table = read_metadata(find_metadata(data_dir))
   table["split"] = assign_splits(table, data_dir, val_fraction, test_fraction, seed)
   check_patient_disjoint(table)
+  table["official_split"] = table["split"].replace({"train": "train_val", "val": "train_val"}) \
+      if all((data_dir / v).is_file() for v in SPLIT_LISTS.values()) else table["split"]
   table["label"] = binary_labels(table["labels"], target, negatives)
+  table["path"] = table["image_id"].map(index_images(data_dir))
+  return table
+
+
+def select_examples(table: pd.DataFrame, views: Sequence[str] = ()) -> pd.DataFrame:
+  """The rows a run trains and evaluates on: labelled by the policy, in a split, of a kept view."""
   keep = table["label"].notna() & table["split"].notna()
   if views:
     keep &= table["view"].isin(list(views))
   table = table[keep].copy()
   table["label"] = table["label"].astype(np.int32)
-  table["path"] = table["image_id"].map(index_images(data_dir))
   return table.reset_index(drop=True)
+
+
+def load_examples(data_dir: pathlib.Path, target: str, negatives: str, views: Sequence[str],
+                  val_fraction: float, test_fraction: float, seed: int) -> pd.DataFrame:
+  """The labelled, split, located examples of an NIH directory (see `read_release`)."""
+  return select_examples(read_release(data_dir, target, negatives, val_fraction, test_fraction, seed), views)

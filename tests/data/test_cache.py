@@ -25,7 +25,7 @@ def _build(examples, cache_dir, **kw):
 def test_build_then_reuse_without_decoding(tmp_path, monkeypatch):
   examples = _examples(tmp_path / "img")
   split = _build(examples, tmp_path / "cache")
-  assert split.images.shape == (6, 8, 8) and isinstance(split.images, np.memmap)
+  assert split.images.shape == (6, 8, 8) and isinstance(split.images, cache.FilmFile)
   np.testing.assert_array_equal(split.images[:, 4, 4], [0, 30, 60, 90, 120, 150])
   assert split.labels.tolist() == [0, 1, 0, 1, 0, 1] and split.patient_ids[2] == "2"
   monkeypatch.setattr(cache, "_decode_all", lambda *a, **k: pytest.fail("cache was rebuilt"))

@@ -60,6 +60,14 @@ def test_missing_columns_are_named(tmp_path):
     nih.read_metadata(tmp_path / "Data_Entry_2017.csv")
 
 
+def test_no_image_folder_means_no_paths(tmp_path):
+  root = write_release(tmp_path)
+  for f in (root / "images").iterdir():
+    f.unlink()
+  (root / "images").rmdir()
+  assert nih.index_images(root) == {}
+
+
 def test_missing_metadata_file(tmp_path):
   with pytest.raises(UserError, match="no NIH metadata"):
     nih.find_metadata(tmp_path)

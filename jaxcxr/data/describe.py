@@ -1,0 +1,73 @@
+"""`python run.py --mode=describe`: what a dataset holds, from its metadata alone (no image is decoded).
+
+Reports, overall, per published split and per training split: images,
+patients, positives, negatives, films the label policy leaves out, views,
+listed films missing on disk, and how many patients two splits share.
+"""
+
+import itertools
+import pathlib
+
+import ml_collections
+import pandas as pd
+
+from jaxcxr.data import datasets, nih
+from jaxcxr.fsutil import atomic_write_json
+
+
+def summarize(rows: pd.DataFrame, files: bool = True) -> dict:
+  """Counts for one group of rows; `files` is False for datasets without image files (npz)."""
+  out = {"images": int(len(rows)), "patients": int(rows["patient_id"].nunique()),
+         "positives": int((rows["label"] == 1).sum()), "negatives": int((rows["label"] == 0).sum()),
+         "excluded_by_label_policy": int(rows["label"].isna().sum())}
+  if rows["view"].notna().any():
+    out["views"] = {str(k): int(v) for k, v in rows["view"].value_counts().items()}
+  if files:
+    out["missing_on_disk"] = int(rows["path"].isna().sum())
+  return out
+
+
+def shared_patients(table: pd.DataFrame, column: str) -> dict[str, int]:
+  groups = {name: set(rows["patient_id"]) for name, rows in table.groupby(column)}
+  return {f"{a}/{b}": len(groups[a] & groups[b]) for a, b in itertools.combinations(sorted(groups), 2)}
+
+
+def describe(data_cfg: ml_collections.ConfigDict, data_dir: str | None, workdir: pathlib.Path) -> dict:
+  """The dataset report as a dict; see the module docstring."""
+  root = datasets.resolve_source(data_cfg, data_dir, datasets.cache_dir_for(data_cfg, workdir))
+  table = datasets.read_table(data_cfg, root)
+  selected = nih.select_examples(table, datasets.views_of(data_cfg))
+  files = data_cfg.dataset != "medmnist"
+  report = {"dataset": data_cfg.dataset, "source": str(root), "target": data_cfg.target,
+            "negatives": data_cfg.negatives, "all": summarize(table, files),
+            "published_splits": {k: summarize(v, files) for k, v in table.groupby("official_split")},
+            "published_shared_patients": shared_patients(table, "official_split"),
+            "splits": {k: summarize(v, files) for k, v in selected.groupby("split")},
+            "shared_patients": shared_patients(selected, "split")}
+  if "labels" in table:
+    report["findings"] = {str(k): int(v) for k, v in
+                          table["labels"].str.split("|").explode().str.strip().value_counts().items()}
+  return report
+
+
+def render(report: dict) -> str:
+  """A small text table of the report, one row per split."""
+  cols = ("images", "patients", "positives", "negatives", "excluded_by_label_policy", "missing_on_disk")
+  head = f"{'':12s}" + "".join(f"{c.replace('_by_label_policy', ''):>12s}" for c in cols)
+  lines = [f"{report['dataset']} at {report['source']} (target {report['target']}, negatives "
+           f"{report['negatives']})", head]
+  rows = [("all", report["all"])] + [(f"published {k}", v) for k, v in report["published_splits"].items()] \
+      + [(k, v) for k, v in report["splits"].items()]
+  for name, s in rows:
+    lines.append(f"{name:12s}" + "".join(f"{s.get(c, '-')!s:>12s}" for c in cols))
+  for title, shared in (("published", report["published_shared_patients"]), ("training", report["shared_patients"])):
+    lines.append(f"patients shared between {title} splits: " +
+                 (", ".join(f"{k} {v}" for k, v in shared.items()) or "n/a"))
+  return "\n".join(lines)
+
+
+def run(data_cfg: ml_collections.ConfigDict, data_dir: str | None, workdir: pathlib.Path) -> dict:
+  report = describe(data_cfg, data_dir, workdir)
+  atomic_write_json(workdir / "describe.json", report)
+  print(render(report))
+  return report

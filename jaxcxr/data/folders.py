@@ -1,0 +1,82 @@
+"""Class-per-folder datasets, Kermany's pediatric `chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}` first.
+
+Kermany's own validation split holds 16 images, too few to select a model on,
+so train and val are merged and re-split by patient; the test folder is kept
+as published (the paper's 624 films). Patient IDs are parsed from the file
+names (`person123_bacteria_456.jpeg` -> person123, `IM-0115-0001.jpeg` ->
+IM-0115, `NORMAL2-IM-0041-0001.jpeg` -> NORMAL2-IM-0041), falling back to the
+file name, which treats every film as its own patient.
+"""
+
+import logging
+import pathlib
+import re
+
+import pandas as pd
+
+from jaxcxr.data import nih
+from jaxcxr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+SPLIT_FOLDERS = ("train", "val", "test")
+_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.IGNORECASE),
+                     re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-\d+", re.IGNORECASE))
+
+
+def patient_id(file_name: str) -> str:
+  for pattern in _PATIENT_PATTERNS:
+    match = pattern.match(file_name)
+    if match:
+      return match.group(1)
+  return pathlib.Path(file_name).stem
+
+
+def _class_files(folder: pathlib.Path) -> list[tuple[str, str, str]]:
+  """(class name, relative id, path) for every image one level below `folder`'s class folders."""
+  rows = []
+  for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for f in sorted(class_dir.iterdir()):
+      if f.suffix.lower() in IMAGE_SUFFIXES:
+        rows.append((class_dir.name, f"{folder.name}/{class_dir.name}/{f.name}", str(f)))
+  return rows
+
+
+def read_tree(root: pathlib.Path, positive_class: str, val_fraction: float, test_fraction: float,
+              seed: int) -> pd.DataFrame:
+  """Every image with label, patient, split and official_split (the folder it came from)."""
+  if (root / "chest_xray").is_dir() and not any((root / s).is_dir() for s in SPLIT_FOLDERS):
+    root = root / "chest_xray"  # the Kaggle archive unpacks with one extra level
+  split_dirs = [root / s for s in SPLIT_FOLDERS if (root / s).is_dir()]
+  rows = []
+  for folder in split_dirs or [root]:
+    rows += [(folder.name if split_dirs else None, *r) for r in _class_files(folder)]
+  if not rows:
+    raise UserError(f"no images in {root}: expected class folders (e.g. NORMAL/, PNEUMONIA/) of "
+                    f"{'/'.join(IMAGE_SUFFIXES)} files, optionally inside train/ val/ test/")
+  table = pd.DataFrame(rows, columns=["official_split", "class", "image_id", "path"])
+  classes = sorted(set(table["class"]))
+  if positive_class not in classes:
+    raise UserError(f"data.positive_class={positive_class!r} is not a class folder in {root} "
+                    f"(found {', '.join(classes)}); set it to one of those")
+  table["label"] = (table["class"] == positive_class).astype(float)
+  table["patient_id"] = table["path"].map(lambda p: patient_id(pathlib.Path(p).name))
+  table["view"] = None
+  if split_dirs and "test" in {d.name for d in split_dirs}:
+    table["split"] = "test"
+    pool = table["official_split"] != "test"
+    of = nih.split_patients(table.loc[pool, "patient_id"], {"val": val_fraction, "train": 1 - val_fraction}, seed)
+    table.loc[pool, "split"] = table.loc[pool, "patient_id"].map(of)
+    shared = set(table.loc[pool, "patient_id"]) & set(table.loc[~pool, "patient_id"])
+    if shared:
+      log.warning("%d patient ID(s) of the published test folder also appear in train/val (e.g. %s); "
+                  "the test split is kept as published", len(shared), sorted(shared)[0])
+    nih.check_patient_disjoint(table[pool])
+  else:
+    of = nih.split_patients(table["patient_id"], {"test": test_fraction, "val": val_fraction,
+                                                  "train": 1 - val_fraction - test_fraction}, seed)
+    table["split"] = table["patient_id"].map(of)
+    table["official_split"] = table["split"]
+    nih.check_patient_disjoint(table)
+  return table

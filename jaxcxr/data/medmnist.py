@@ -1,0 +1,52 @@
+"""PneumoniaMNIST and other MedMNIST `.npz` files: images already decoded, labels 1 = positive.
+
+The file holds `{train,val,test}_images` (N, S, S) uint8 and
+`{train,val,test}_labels` (N, 1); S is 28, 64, 128 or 224. It is read with
+`allow_pickle=False`, so a crafted file cannot run code. There are no patient
+IDs; each image is its own "patient" and the published splits are kept.
+"""
+
+import pathlib
+
+import numpy as np
+
+from jaxcxr.errors import UserError
+
+SPLIT_KEYS = {"train": "train", "val": "val", "test": "test"}
+
+
+def find_npz(path: pathlib.Path) -> pathlib.Path:
+  """`path` itself if it is an .npz file, else the single .npz inside the folder."""
+  if path.is_file():
+    return path
+  found = sorted(path.glob("*.npz"))
+  if len(found) != 1:
+    raise UserError(f"expected exactly one .npz file in {path}, found {len(found)}; pass the file itself "
+                    "as --data_dir")
+  return found[0]
+
+
+def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{split: (images uint8 (N, S, S), labels int32 (N,))}, validated."""
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      contents = {k: npz[k] for k in npz.files}
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path} is not a readable .npz file ({e})") from e
+  splits = {}
+  for split in SPLIT_KEYS:
+    keys = (f"{split}_images", f"{split}_labels")
+    missing = [k for k in keys if k not in contents]
+    if missing:
+      raise UserError(f"{path} lacks {', '.join(missing)}; expected a MedMNIST file with "
+                      "train/val/test _images and _labels")
+    images, labels = contents[keys[0]], contents[keys[1]].reshape(-1)
+    if images.ndim == 4 and images.shape[-1] in (1, 3):
+      images = images.mean(axis=-1).round().astype(np.uint8)  # grayscale or RGB MedMNIST variants
+    if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
+      raise UserError(f"{path}: {keys[0]} must be uint8 (N, S, S) with one label each, got "
+                      f"{images.dtype} {images.shape} and {len(labels)} labels")
+    if not np.isin(labels, (0, 1)).all():
+      raise UserError(f"{path}: {keys[1]} must be 0/1 for a binary task, found {np.unique(labels)[:5]}")
+    splits[split] = (images, labels.astype(np.int32))
+  return splits

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcxr.data import folders
+from jaxcxr.errors import UserError
+
+KERMANY = {
+    "train": {"NORMAL": ["IM-0115-0001.jpeg", "IM-0115-0002.jpeg", "NORMAL2-IM-0041-0001.jpeg", "IM-0117-0001.jpeg"],
+              "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_6.jpeg",
+                            "person3_bacteria_10.jpeg"]},
+    "val": {"NORMAL": ["NORMAL2-IM-1427-0001.jpeg"], "PNEUMONIA": ["person1946_bacteria_4874.jpeg"]},
+    "test": {"NORMAL": ["IM-0001-0001.jpeg", "IM-0003-0001.jpeg"], "PNEUMONIA": ["person100_bacteria_475.jpeg"]},
+}
+
+
+def write_kermany(root, tree=KERMANY):
+  for split, classes in tree.items():
+    for cls, names in classes.items():
+      (root / split / cls).mkdir(parents=True, exist_ok=True)
+      for i, name in enumerate(names):
+        Image.fromarray(np.full((30, 40), 20 * i, np.uint8)).save(root / split / cls / name)
+  return root
+
+
+@pytest.mark.parametrize("name, patient", [
+    ("person123_bacteria_456.jpeg", "person123"), ("person1_virus_6.jpeg", "person1"),
+    ("IM-0115-0001.jpeg", "IM-0115"), ("NORMAL2-IM-0041-0001.jpeg", "NORMAL2-IM-0041"),
+    ("scan.png", "scan")])
+def test_patient_ids_from_file_names(name, patient):
+  assert folders.patient_id(name) == patient
+
+
+def test_kermany_tree_keeps_test_and_resplits_train_val_by_patient(tmp_path):
+  table = folders.read_tree(write_kermany(tmp_path / "chest_xray"), "PNEUMONIA", 0.4, 0.2, seed=0)
+  assert len(table) == 13
+  test = table[table.split == "test"]
+  assert sorted(test.image_id.str.split("/").str[-1]) == sorted(sum(KERMANY["test"].values(), []))
+  assert test.label.tolist().count(1.0) == 1
+  pool = table[table.split != "test"]
+  assert set(pool.split) == {"train", "val"}
+  assert pool.groupby("patient_id")["split"].nunique().max() == 1  # person1's two films stay together
+  assert set(pool.official_split) == {"train", "val"}
+
+
+def test_archive_root_is_found_one_level_up(tmp_path):
+  write_kermany(tmp_path / "chest_xray")
+  assert len(folders.read_tree(tmp_path, "PNEUMONIA", 0.4, 0.2, 0)) == 13
+
+
+def test_plain_class_folders_get_a_patient_split(tmp_path):
+  tree = {"": {"NORMAL": [f"IM-{i:04d}-0001.jpeg" for i in range(10)],
+               "PNEUMONIA": [f"person{i}_virus_1.jpeg" for i in range(10)]}}
+  for cls, names in tree[""].items():
+    (tmp_path / cls).mkdir()
+    for name in names:
+      Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / cls / name)
+  table = folders.read_tree(tmp_path, "PNEUMONIA", 0.2, 0.2, seed=1)
+  assert set(table.split) == {"train", "val", "test"}
+  assert table.groupby("patient_id")["split"].nunique().max() == 1
+
+
+def test_unknown_positive_class_lists_the_folders(tmp_path):
+  with pytest.raises(UserError, match="data.positive_class='COVID'.*found NORMAL, PNEUMONIA"):
+    folders.read_tree(write_kermany(tmp_path), "COVID", 0.2, 0.2, 0)
+
+
+def test_folder_without_images(tmp_path):
+  (tmp_path / "NORMAL").mkdir()
+  with pytest.raises(UserError, match="no images in"):
+    folders.read_tree(tmp_path, "PNEUMONIA", 0.2, 0.2, 0)

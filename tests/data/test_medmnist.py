@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from jaxcxr.data import medmnist
+from jaxcxr.errors import UserError
+
+
+def write_npz(path, size=28, counts=(12, 4, 6), rng=np.random.default_rng(0)):
+  arrays = {}
+  for split, n in zip(("train", "val", "test"), counts):
+    arrays[f"{split}_images"] = rng.integers(0, 256, (n, size, size)).astype(np.uint8)
+    arrays[f"{split}_labels"] = (np.arange(n) % 2).astype(np.uint8).reshape(n, 1)
+  np.savez(path, **arrays)
+  return path
+
+
+def test_reads_the_three_splits(tmp_path):
+  splits = medmnist.read_npz(write_npz(tmp_path / "pneumoniamnist.npz"))
+  assert {k: v[0].shape for k, v in splits.items()} == {"train": (12, 28, 28), "val": (4, 28, 28),
+                                                        "test": (6, 28, 28)}
+  assert splits["test"][1].tolist() == [0, 1, 0, 1, 0, 1] and splits["test"][1].dtype == np.int32
+
+
+def test_folder_with_one_npz(tmp_path):
+  write_npz(tmp_path / "x.npz")
+  assert medmnist.find_npz(tmp_path).name == "x.npz"
+  write_npz(tmp_path / "y.npz")
+  with pytest.raises(UserError, match="exactly one .npz"):
+    medmnist.find_npz(tmp_path)
+
+
+def test_missing_keys_are_named(tmp_path):
+  np.savez(tmp_path / "a.npz", train_images=np.zeros((1, 4, 4), np.uint8))
+  with pytest.raises(UserError, match="lacks train_labels"):
+    medmnist.read_npz(tmp_path / "a.npz")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+  np.savez(tmp_path / "a.npz", train_images=np.array([{"x": 1}], dtype=object))
+  with pytest.raises(UserError, match="not a readable .npz"):
+    medmnist.read_npz(tmp_path / "a.npz")
+
+
+def test_non_binary_labels(tmp_path):
+  path = write_npz(tmp_path / "a.npz")
+  data = dict(np.load(path))
+  data["val_labels"][0] = 7
+  np.savez(path, **data)
+  with pytest.raises(UserError, match="must be 0/1"):
+    medmnist.read_npz(path)
+
+
+def test_not_an_npz(tmp_path):
+  (tmp_path / "a.npz").write_text("hello")
+  with pytest.raises(UserError, match="not a readable .npz"):
+    medmnist.read_npz(tmp_path / "a.npz")

@@ -1,0 +1,23 @@
+import importlib
+import pathlib
+
+import pytest
+
+CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
+                 if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_loads_with_grouped_keys_and_a_run_command(name):
+  module = importlib.import_module(f"configs.{name}")
+  config = module.get_config()
+  assert {"data", "model", "train", "checkpoint"} <= set(config.keys())
+  assert "python run.py" in module.__doc__
+
+
+def test_paper_config_matches_the_paper():
+  from configs import paper
+  config = paper.get_config()
+  assert config.train.epochs == 10 and config.train.optimizer == "adam"
+  assert config.data.image_size == 180 and config.train.batch_size == 16
+  assert -(-4_200 // config.train.batch_size) == 263  # Keras counts the final partial batch
