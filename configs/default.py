@@ -28,10 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
   data.cache_dir = ""              # '' = <workdir>/cache
   data.workers = 0                 # decoding processes for the cache build; 0 = all cores
   data.num_threads = 2             # grain read/augment threads
-  data.prefetch = 64               # grain elements read ahead
+  data.worker_processes = 0        # >0: read/augment in that many processes (many-core GPU hosts)
+  data.prefetch = 4                # batches grain reads ahead
   data.augment = ml_collections.ConfigDict(dict(
       enabled=True, max_translate=0.04, max_scale=0.05, max_rotate_deg=5.0, brightness=0.05,
-      contrast=0.1))
+      contrast=0.1, interpolation="nearest"))  # interpolation: nearest | bilinear (~6x dearer)
   # The embedded default (used when --data_dir is absent): see jaxcxr/data/synthetic.py.
   data.synthetic = ml_collections.ConfigDict(dict(
       num_patients=240, max_images_per_patient=4, image_size=256, pneumonia_fraction=0.4,

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import pathlib
+import resource
 import statistics
 import time
 
@@ -107,7 +108,8 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
   cfg = run.config
   stream = input_pipeline.train_dataset(run.source, cfg.train.batch_size, cfg.train.epochs,
                                         cfg.train.seed, cfg.data.augment)
-  iterator = input_pipeline.train_iterator(stream, cfg.data.num_threads, cfg.data.prefetch)
+  iterator = input_pipeline.train_iterator(stream, cfg.data.num_threads, cfg.data.prefetch,
+                                          cfg.data.worker_processes)
   if data_state is not None:
     iterator.set_state(data_state)
   batches = input_pipeline.DevicePrefetcher(iterator, run.put)
@@ -158,7 +160,9 @@ def _timing(history: list[dict], compile_s: float | None) -> dict:
           "mean_sec_per_epoch": statistics.fmean(r["sec_per_epoch"] for r in full) if full else None,
           "median_ms_per_step": statistics.median(r["ms_per_step"] for r in full) if full else None,
           "data_wait_fraction": statistics.fmean(r["data_wait_fraction"] for r in full) if full else None,
-          "epochs_timed": len(full)}
+          "epochs_timed": len(full),
+          # Linux reports kilobytes: the process's peak resident memory, for the RSS benchmark.
+          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,

@@ -60,30 +60,41 @@ def test_device_prefetcher_state_is_what_was_consumed():
 
 def test_augment_keeps_shape_and_is_seeded():
   cfg = default.get_config().data.augment
-  element = {"image": np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1)), "label": np.int32(1)}
-  a = input_pipeline.Augment(cfg).random_map(element, np.random.default_rng(5))
-  b = input_pipeline.Augment(cfg).random_map(element, np.random.default_rng(5))
-  c = input_pipeline.Augment(cfg).random_map(element, np.random.default_rng(6))
-  assert a["image"].shape == (32, 32) and a["image"].dtype == np.uint8 and a["label"] == 1
+  film = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
+  batch = {"image": np.stack([film, film]), "label": np.array([1, 0], np.int32)}
+  a = input_pipeline.Augment(cfg).random_map(batch, np.random.default_rng(5))
+  b = input_pipeline.Augment(cfg).random_map(batch, np.random.default_rng(5))
+  c = input_pipeline.Augment(cfg).random_map(batch, np.random.default_rng(6))
+  assert a["image"].shape == (2, 32, 32) and a["image"].dtype == np.uint8
+  np.testing.assert_array_equal(a["label"], [1, 0])
   np.testing.assert_array_equal(a["image"], b["image"])
   assert not np.array_equal(a["image"], c["image"])
+  assert not np.array_equal(a["image"][0], a["image"][1])  # each film draws its own transform
 
 
-def test_augment_with_zero_magnitudes_is_identity():
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_augment_with_zero_magnitudes_is_identity(interpolation):
   cfg = ml_collections.ConfigDict(dict(enabled=True, max_translate=0.0, max_scale=0.0, max_rotate_deg=0.0,
-                                       brightness=0.0, contrast=0.0))
-  image = np.random.default_rng(0).integers(0, 256, (16, 16)).astype(np.uint8)
-  out = input_pipeline.Augment(cfg).random_map({"image": image, "label": 0}, np.random.default_rng(0))
-  np.testing.assert_allclose(out["image"].astype(int), image.astype(int), atol=1)
+                                       brightness=0.0, contrast=0.0, interpolation=interpolation))
+  films = np.random.default_rng(0).integers(0, 256, (3, 16, 16)).astype(np.uint8)
+  out = input_pipeline.Augment(cfg).random_map({"image": films, "label": np.zeros(3)}, np.random.default_rng(0))
+  np.testing.assert_allclose(out["image"].astype(int), films.astype(int), atol=1)
 
 
 def test_augment_never_flips():
   cfg = default.get_config().data.augment
-  image = np.zeros((32, 32), np.uint8)
-  image[:, :8] = 255  # bright band on the left edge
-  for seed in range(20):
-    out = input_pipeline.Augment(cfg).random_map({"image": image, "label": 0}, np.random.default_rng(seed))
-    assert out["image"][:, :16].mean() > out["image"][:, 16:].mean() + 50
+  film = np.zeros((32, 32), np.uint8)
+  film[:, :8] = 255  # bright band on the left edge
+  batch = {"image": np.stack([film] * 20), "label": np.zeros(20)}
+  out = input_pipeline.Augment(cfg).random_map(batch, np.random.default_rng(0))["image"]
+  assert (out[:, :, :16].mean(axis=(1, 2)) > out[:, :, 16:].mean(axis=(1, 2)) + 50).all()
+
+
+def test_unknown_interpolation():
+  cfg = default.get_config().data.augment
+  cfg.interpolation = "cubic"
+  with pytest.raises(UserError, match="interpolation='cubic'"):
+    input_pipeline.Augment(cfg)
 
 
 @pytest.mark.parametrize("n, batch, expected_batches", [(10, 4, 3), (8, 4, 2)])
@@ -102,7 +113,7 @@ def test_balanced_sampling_shows_both_classes_equally():
   labels = np.array([1] * 3 + [0] * 17, np.int32)
   split = CachedSplit("train", np.zeros((20, 4, 4), np.uint8), labels, [], [])
   source = input_pipeline.train_source(split, "sampling")
-  drawn = np.array([source[i]["label"] for i in range(len(source))])
+  drawn = source.read(np.arange(len(source)))["label"]
   assert len(source) == 34 and drawn.sum() == 17
   assert len(input_pipeline.train_source(split, "pos_weight")) == 20
 
@@ -111,3 +122,25 @@ def test_balanced_sampling_needs_both_classes():
   split = CachedSplit("train", np.zeros((4, 4, 4), np.uint8), np.zeros(4, np.int32), [], [])
   with pytest.raises(UserError, match="needs both classes"):
     input_pipeline.train_source(split, "sampling")
+
+
+def test_worker_processes_give_the_same_stream_and_resume():
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags, as under run.py
+  ds = input_pipeline.train_dataset(input_pipeline.SplitSource(_split()), 4, 2, seed=3,
+                                    augment=default.get_config().data.augment)
+  it = input_pipeline.train_iterator(ds, 1, 2, worker_processes=2)
+  try:
+    got = [next(it) for _ in range(4)]
+    state = it.get_state()
+    following = next(it)
+  finally:
+    it.close()
+  for b, batch in enumerate(got):
+    np.testing.assert_array_equal(batch["image"], ds[b]["image"])
+  resumed = input_pipeline.train_iterator(ds, 1, 2, worker_processes=2)
+  try:
+    resumed.set_state(state)
+    np.testing.assert_array_equal(next(resumed)["image"], following["image"])
+  finally:
+    resumed.close()

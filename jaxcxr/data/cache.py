@@ -1,15 +1,16 @@
 """The preprocessed cache: each split decoded and resized once into a uint8 array on disk.
 
-Layout: `<cache_dir>/<split>-<key>/{images.npy, manifest.json}` where `key`
+Layout: `<cache_dir>/<split>-<key>/{images.u8, manifest.json}` where `key`
 hashes the preprocessing settings and a fingerprint of the sources (names,
 labels, sizes, modification times). A changed source or setting gives a new
 key, so a stale cache is never read; a build is written to a temporary folder
 and renamed only when complete, so a killed build never looks valid.
 
-Films are read back with `pread` rather than through a memory map: mapped
-pages count toward the process's resident memory, so a mapped 5 GB NIH cache
-would show up as 5 GB of RSS; reads keep RSS flat while the OS page cache
-still serves repeated epochs from RAM when there is room.
+Films are written sequentially and read back with `pread` rather than through
+a memory map: mapped pages count toward the process's resident memory, so a
+mapped 5 GB NIH cache would show up as 5 GB of RSS; plain I/O keeps RSS flat
+while the OS page cache still serves repeated epochs from RAM when there is room.
+`images.u8` is raw (N, S, S) uint8; its shape is in the manifest.
 """
 
 import dataclasses
@@ -32,7 +33,7 @@ from jaxcxr.progress import Progress
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BAD_IMAGE_POLICIES = ("error", "skip")
 # Below this many images a process pool costs more to start than it saves.
 MIN_IMAGES_FOR_POOL = 256
@@ -40,20 +41,32 @@ CHUNK = 32
 
 
 class FilmFile:
-  """Read-only (N, S, S) uint8 films in an .npy file, indexed like an array, read with `os.pread`."""
+  """Read-only (N, S, S) uint8 films in a raw file, indexed like an array, read with `os.pread`.
 
-  def __init__(self, path: pathlib.Path):
-    header = np.load(path, mmap_mode="r")  # parses the .npy header; no data is touched
-    self.shape, self.dtype, self._offset = header.shape, header.dtype, header.offset
-    del header
+  The same file opens as an array with `np.memmap(path, np.uint8, "r", shape=manifest["shape"])`.
+  """
+
+  def __init__(self, path: pathlib.Path, shape: tuple[int, ...]):
+    self.shape, self.dtype = tuple(shape), np.dtype(np.uint8)
     self._frame = int(np.prod(self.shape[1:]))
+    if path.stat().st_size != self.shape[0] * self._frame:
+      raise UserError(f"cache file {path} has {path.stat().st_size} bytes, not the {self.shape} its "
+                      "manifest says; delete its folder and rerun")
+    self._path = path
     self._fd = os.open(path, os.O_RDONLY)
+
+  def __getstate__(self) -> dict:
+    # A file descriptor means nothing in another process: pickle the path, reopen on arrival.
+    return {"path": self._path, "shape": self.shape}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__init__(state["path"], state["shape"])
 
   def __len__(self) -> int:
     return self.shape[0]
 
   def _read(self, start: int, count: int) -> np.ndarray:
-    data = os.pread(self._fd, count * self._frame, self._offset + start * self._frame)
+    data = os.pread(self._fd, count * self._frame, start * self._frame)
     return np.frombuffer(data, np.uint8).reshape((count, *self.shape[1:]))
 
   def __getitem__(self, key):
@@ -71,10 +84,10 @@ class FilmFile:
   def __array__(self, dtype=None, copy=None):
     return self[:].astype(dtype) if dtype is not None else self[:]
 
-  def __del__(self):
+  def __del__(self, _close=os.close):  # bound early: `os` may be gone at interpreter exit
     fd = getattr(self, "_fd", None)
     if fd is not None:
-      os.close(fd)
+      _close(fd)
 
 
 @dataclasses.dataclass
@@ -123,9 +136,9 @@ def _decode_chunk(args):
   return out, errors
 
 
-def _decode_all(paths: list, size: int, aspect: str, target: np.ndarray, desc: str,
-                workers: int) -> list[tuple[int, str]]:
-  """Fills `target` with the decoded films, in parallel over `workers` processes; returns errors."""
+def _decode_all(paths: list, size: int, aspect: str, out, desc: str, workers: int) -> list[tuple[int, str]]:
+  """Decodes every path in order, in parallel over `workers` processes, appending the good films
+  to the binary file `out`; returns (index, message) for each film that could not be decoded."""
   chunks = [(paths[i:i + CHUNK], size, aspect) for i in range(0, len(paths), CHUNK)]
   errors = []
   with Progress(len(paths), desc, unit="img") as bar:
@@ -137,9 +150,9 @@ def _decode_all(paths: list, size: int, aspect: str, target: np.ndarray, desc: s
       pool, results = None, map(_decode_chunk, chunks)
     try:
       for c, (films, errs) in enumerate(results):
-        start = c * CHUNK
-        target[start:start + len(films)] = films
-        errors.extend((start + i, msg) for i, msg in errs)
+        bad = {i for i, _ in errs}
+        out.write(films[[i for i in range(len(films)) if i not in bad]].tobytes())
+        errors.extend((c * CHUNK + i, msg) for i, msg in errs)
         bar.update(len(films))
     finally:
       if pool is not None:
@@ -192,8 +205,8 @@ class _Building:
     self.tmp.rename(final)
 
 
-def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int) -> dict:
-  return {**settings, "split": split, "count": len(rows), "skipped": skipped,
+def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int, size: int) -> dict:
+  return {**settings, "split": split, "count": len(rows), "skipped": skipped, "shape": [len(rows), size, size],
           "image_ids": rows["image_id"].astype(str).tolist(), "labels": rows["label"].astype(int).tolist(),
           "patient_ids": rows["patient_id"].astype(str).tolist()}
 
@@ -212,24 +225,14 @@ def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, s
     log.info("Reusing preprocessed cache %s", final)
     return open_split(final)
   with _Building(cache_dir, split) as build:
-    films = np.lib.format.open_memmap(build.tmp / "all.npy", mode="w+", dtype=np.uint8,
-                                      shape=(len(examples), size, size))
-    errors = _decode_all(list(examples["path"]), size, aspect, films, f"preprocessing {split}",
-                         workers or os.cpu_count() or 1)
+    with open(build.tmp / "images.u8", "wb") as out:
+      errors = _decode_all(list(examples["path"]), size, aspect, out, f"preprocessing {split}",
+                           workers or os.cpu_count() or 1)
     if errors:
       _report_bad(errors, split, cache_dir, on_bad_image)
     bad = {i for i, _ in errors}
-    keep = np.array([i for i in range(len(examples)) if i not in bad], dtype=np.int64)
-    kept = np.lib.format.open_memmap(build.tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                     shape=(len(keep), size, size)) if bad else films
-    if bad:
-      for s in range(0, len(keep), 1024):
-        kept[s:s + 1024] = films[keep[s:s + 1024]]
-    kept.flush()
-    del films, kept
-    if not bad:
-      (build.tmp / "all.npy").rename(build.tmp / "images.npy")
-    build.commit(final, _manifest(settings, split, examples.iloc[keep], len(bad)))
+    kept = examples.iloc[[i for i in range(len(examples)) if i not in bad]]
+    build.commit(final, _manifest(settings, split, kept, len(bad), size))
   return open_split(final)
 
 
@@ -240,23 +243,16 @@ def build_from_arrays(films: np.ndarray, examples: pd.DataFrame, split: str, cac
   final = _cache_folder(cache_dir, split, settings)
   if not (final / "manifest.json").is_file():
     with _Building(cache_dir, split) as build:
-      out = np.lib.format.open_memmap(build.tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                      shape=(len(films), size, size))
-      with Progress(len(films), f"resizing {split}", unit="img") as bar:
-        for i, film in enumerate(films):
-          out[i] = images.fit(film, size, aspect)
+      with open(build.tmp / "images.u8", "wb") as out, Progress(len(films), f"resizing {split}", "img") as bar:
+        for film in films:
+          out.write(images.fit(film, size, aspect).tobytes())
           bar.update()
-      out.flush()
-      del out
-      build.commit(final, _manifest(settings, split, examples, 0))
+      build.commit(final, _manifest(settings, split, examples, 0, size))
   return open_split(final)
 
 
 def open_split(folder: pathlib.Path) -> CachedSplit:
   manifest = json.loads((folder / "manifest.json").read_text())
-  films = FilmFile(folder / "images.npy")
-  if len(films) != manifest["count"]:
-    raise UserError(f"cache {folder} is inconsistent ({len(films)} images, manifest says "
-                    f"{manifest['count']}); delete it and rerun")
+  films = FilmFile(folder / "images.u8", manifest["shape"])
   return CachedSplit(manifest["split"], films, np.asarray(manifest["labels"], np.int32),
                      manifest["image_ids"], manifest["patient_ids"], manifest["skipped"])

@@ -22,18 +22,16 @@ class BadImageError(Exception):
   """One file that cannot be used as a film; the message names the file and why."""
 
 
-def _to_grayscale(img: Image.Image) -> np.ndarray:
-  """Returns a 2-D uint8 array; 16-bit and float images are stretched over their own range."""
+def _to_grayscale(img: Image.Image) -> Image.Image:
+  """An 8-bit 'L' image; 16-bit and float images are stretched over their own range."""
   if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
     arr = np.asarray(img, dtype=np.float64)
     lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-      return np.zeros(arr.shape, np.uint8)
-    return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-  if img.mode != "L":
-    # RGBA/LA: convert("L") computes ITU-R 601 luma from the colour channels and drops alpha.
-    img = img.convert("L")
-  return np.asarray(img, dtype=np.uint8)
+    scaled = np.zeros(arr.shape, np.uint8) if hi <= lo else \
+        np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return Image.fromarray(scaled)
+  # RGBA/LA: convert("L") computes ITU-R 601 luma from the colour channels and drops alpha.
+  return img if img.mode == "L" else img.convert("L")
 
 
 def _square(img: Image.Image, aspect: str) -> Image.Image:
@@ -72,12 +70,17 @@ def load_film(path: str | os.PathLike, size: int, aspect: str = "pad") -> np.nda
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
           Image.DecompressionBombWarning) as e:
     raise BadImageError(f"{path}: cannot decode ({e})") from e
-  return fit(gray, size, aspect)
+  return _fit(gray, size, aspect)
+
+
+def _fit(img: Image.Image, size: int, aspect: str) -> np.ndarray:
+  square = _square(img, aspect)
+  if square.size != (size, size):
+    # reducing_gap=2: a fast box reduction first, then antialiased bilinear; ~4x faster at 1024->224.
+    square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+  return np.asarray(square, dtype=np.uint8)
 
 
 def fit(gray: np.ndarray, size: int, aspect: str = "pad") -> np.ndarray:
   """A 2-D uint8 film made square (`pad` or `crop`) and resized to (size, size), antialiased."""
-  square = _square(Image.fromarray(gray), aspect)
-  if square.size != (size, size):
-    square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-  return np.asarray(square, dtype=np.uint8)
+  return _fit(Image.fromarray(gray), size, aspect)

@@ -1,0 +1,146 @@
+"""Input-side benchmark: preprocessing, loading, and data wait / memory in real training runs.
+
+  python -m jaxcxr.data.bench                        # prints JSON; about 3 minutes on 2 cores
+  python -m jaxcxr.data.bench --images=600 --out=bench-data.json
+
+Everything goes through the project's own code paths: the cache builder for
+preprocessing (1024x1024 8-bit PNGs -> 224 px, all cores), the grain training
+stream for loading (224 px, with augmentation), and `run.py` itself for the
+training runs, on two dataset sizes, whose summaries give the fraction of step
+time spent waiting for data and the process's peak RSS.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+from configs import default
+from jaxcxr import input_pipeline
+from jaxcxr.data import cache, images, nih, synthetic
+
+_IMAGES = flags.DEFINE_integer("images", 480, "1024x1024 PNGs to preprocess.")
+_SIZE = flags.DEFINE_integer("size", 224, "Preprocessed (training) resolution.")
+_BATCHES = flags.DEFINE_integer("batches", 60, "Batches of 32 timed for the loader.")
+_TRAIN_SIZES = flags.DEFINE_list("train_sizes", ["160", "480"], "Dataset sizes of the two training runs.")
+_OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Scratch folder (default: a temporary one, removed).")
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DISTINCT = 12  # distinct films rendered; the rest are byte copies (decoding cost is the same)
+
+
+def write_nih_folder(root: pathlib.Path, count: int, films: list[pathlib.Path]) -> pathlib.Path:
+  """An NIH-format folder of `count` 1024 px PNGs, 3 films per patient, half of them Pneumonia."""
+  (root / "images").mkdir(parents=True, exist_ok=True)
+  rows = [synthetic.HEADER]
+  for i in range(count):
+    name = f"{i // 3 + 1:08d}_{i % 3:03d}.png"
+    positive = (i // 3) % 2 == 0
+    shutil.copyfile(films[2 * (i % (DISTINCT // 2)) + positive], root / "images" / name)
+    rows.append(f"{name},{'Pneumonia' if positive else 'No Finding'},{i % 3},{i // 3 + 1},50,M,PA,"
+                "1024,1024,0.143,0.143,")
+  (root / "Data_Entry_2017.csv").write_text("\n".join(rows) + "\n")
+  return root
+
+
+def render_films(folder: pathlib.Path) -> list[pathlib.Path]:
+  rng = np.random.default_rng(0)
+  folder.mkdir(parents=True)
+  paths = []
+  for i in range(DISTINCT):
+    path = folder / f"film{i}.png"
+    Image.fromarray(np.round(synthetic.render_film(rng, 1024, i % 2 == 1) * 255).astype(np.uint8)).save(path)
+    paths.append(path)
+  return paths
+
+
+def bench_decode(paths: list[pathlib.Path], size: int) -> dict:
+  """One core, in this process: the cost of decoding, and of decoding plus resizing, one film."""
+  decode, full = [], []
+  for path in paths * 2:
+    t = time.perf_counter()
+    with Image.open(path) as img:
+      img.load()
+    decode.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    images.load_film(path, size)
+    full.append(time.perf_counter() - t)
+  return {"decode_ms_median": 1000 * statistics.median(decode),
+          "decode_resize_ms_median": 1000 * statistics.median(full)}
+
+
+def bench_preprocess(root: pathlib.Path, size: int, cache_dir: pathlib.Path) -> tuple[dict, cache.CachedSplit]:
+  table = nih.select_examples(nih.read_release(root, "Pneumonia", "no_finding", 0.1, 0.2, 0))
+  t = time.perf_counter()
+  split = cache.build_or_load(table, "all", cache_dir, size, "pad", "error")
+  seconds = time.perf_counter() - t
+  return {"images": len(table), "seconds": seconds, "images_per_s": len(table) / seconds,
+          "workers": os.cpu_count(), "nih_112120_minutes": 112_120 / (len(table) / seconds) / 60}, split
+
+
+def bench_loader(split: cache.CachedSplit, batches: int, augment: str, worker_processes: int = 0) -> dict:
+  """Batches of 32 per second from the real training stream; `augment` is off, nearest or bilinear."""
+  cfg = default.get_config().data
+  cfg.augment.enabled = augment != "off"
+  cfg.augment.interpolation = augment if augment != "off" else cfg.augment.interpolation
+  stream = input_pipeline.train_dataset(input_pipeline.SplitSource(split), 32, 10_000, 0, cfg.augment)
+  iterator = input_pipeline.train_iterator(stream, cfg.num_threads, cfg.prefetch, worker_processes)
+  for _ in range(5):
+    next(iterator)
+  t = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  seconds = time.perf_counter() - t
+  if worker_processes:
+    iterator.close()
+  return {"augment": augment, "batch_size": 32, "threads": cfg.num_threads,
+          "worker_processes": worker_processes, "images_per_s": 32 * batches / seconds}
+
+
+def bench_training(root: pathlib.Path, size: int, workdir: pathlib.Path) -> dict:
+  """A real run.py CPU run (1 epoch, 224 px) on this folder; its summary has data wait and peak RSS."""
+  command = [sys.executable, str(ROOT / "run.py"), "--platform=cpu", f"--data_dir={root}",
+             f"--workdir={workdir}", f"--config.data.image_size={size}", "--config.train.epochs=1",
+             "--config.train.batch_size=32"]
+  subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                 stdout=subprocess.DEVNULL)
+  summary = json.loads((workdir / "summary.json").read_text())
+  epoch = summary["epochs"][-1]
+  return {"images": sum(summary["split_sizes"].values()), "train_steps": epoch["steps_timed"],
+          "ms_per_step": epoch["ms_per_step"], "data_wait_fraction": epoch["data_wait_fraction"],
+          "peak_rss_mb": summary["timing"]["peak_rss_mb"]}
+
+
+def main(argv):
+  del argv
+  scratch = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="jaxcxr-bench-"))
+  try:
+    films = render_films(scratch / "films")
+    result = {"machine": {"cpus": os.cpu_count()}, "decode_one_core": bench_decode(films, _SIZE.value)}
+    root = write_nih_folder(scratch / "nih", _IMAGES.value, films)
+    result["preprocess"], split = bench_preprocess(root, _SIZE.value, scratch / "cache")
+    result["loader"] = [bench_loader(split, _BATCHES.value, augment) for augment in ("off", "nearest", "bilinear")]
+    result["loader"].append(bench_loader(split, _BATCHES.value, "nearest", worker_processes=os.cpu_count()))
+    result["training"] = [bench_training(write_nih_folder(scratch / f"nih{n}", int(n), films), _SIZE.value,
+                                         scratch / f"run{n}") for n in _TRAIN_SIZES.value]
+  finally:
+    if not _WORKDIR.value:
+      shutil.rmtree(scratch, ignore_errors=True)
+  text = json.dumps(result, indent=2)
+  print(text)
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
