@@ -59,6 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.warmup_steps = 0
   train.class_balance = "pos_weight"  # pos_weight (auto from training frequencies) | sampling | none
   train.seed = 0
+  train.log_step_times = False     # sync after every step and record each step's time (speedup runs)
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 100

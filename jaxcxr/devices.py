@@ -22,13 +22,14 @@ def select_device(platform: str) -> jax.Device:
     raise UserError(f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
   try:
     devices = jax.devices(platform)
-  except RuntimeError as e:
+  except Exception as e:  # pylint: disable=broad-except  # JAX raises RuntimeError, or AssertionError
+    # when JAX_PLATFORMS names a backend it lacks; either way the user needs the same sentence.
+    reason = (str(e).splitlines() or [type(e).__name__])[0] or type(e).__name__
     if platform == "gpu":
       raise UserError(
-          "--platform=gpu but JAX has no GPU backend here "
-          f"({str(e).splitlines()[0]}); install JAX's CUDA build with pip install '.[gpu]' "
-          "on a machine with an NVIDIA GPU, or use --platform=cpu") from e
-    raise UserError(f"JAX could not start the {platform} backend: {e}") from e
+          f"--platform=gpu but JAX has no GPU backend here ({reason}); install JAX's CUDA build with "
+          "pip install '.[gpu]' on a machine with an NVIDIA GPU, or use --platform=cpu") from e
+    raise UserError(f"JAX could not start the {platform} backend ({reason}); check JAX_PLATFORMS") from e
   return devices[0]
 
 

@@ -9,14 +9,14 @@ from typing import Any
 from jaxcxr.errors import UserError
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, fsyncs it, then renames it over `path`."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Writes `data` to a temporary file beside `path`, fsyncs it, then renames it over `path`."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -24,6 +24,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     pathlib.Path(tmp).unlink(missing_ok=True)
     raise UserError(f"could not write {path}: {e.strerror or e}; free some disk space or choose "
                     "another --workdir") from e
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

