@@ -8,7 +8,6 @@ with exactly the batch an uninterrupted run would have seen next.
 """
 
 import collections
-import math
 import time
 from collections.abc import Callable, Iterator
 

@@ -28,7 +28,7 @@ from jaxcxr.fsutil import ensure_writable_dir
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
 from jaxcxr.progress import Progress
-from jaxcxr.train_step import TrainState, create_state, jit_steps, zero_sums
+from jaxcxr.train_step import TrainState, create_state, jit_steps, step_flops, zero_sums
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ def positive_weight(split: CachedSplit, class_balance: str) -> float:
 def model_signature(config: ml_collections.ConfigDict) -> dict:
   """What fixes the parameter shapes: a checkpoint with another signature cannot be resumed."""
   # Through JSON, so tuples compare equal to the lists a restored JSON item holds.
-  return json.loads(json.dumps({**config.model.to_dict(), "image_size": config.data.image_size}))
+  # lowering changes how gradients are computed, not the parameters: a run may resume across it.
+  model = {k: v for k, v in config.model.to_dict().items() if k != "lowering"}
+  return json.loads(json.dumps({**model, "image_size": config.data.image_size}))
 
 
 @dataclasses.dataclass
@@ -68,6 +70,8 @@ class Run:
   workdir: pathlib.Path
   splits: dict[str, CachedSplit]
   source: input_pipeline.SplitSource
+  model: object
+  pos_weight: float
   sharding: jax.sharding.Sharding
   train_fn: object
   eval_fn: object
@@ -117,7 +121,7 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
   start = time.perf_counter()
   step_fn = run.train_fn.lower(state, pending).compile()
   compile_s = time.perf_counter() - start
-  flops = step_flops(step_fn)
+  flops = step_flops(run.model, state, pending, run.pos_weight)
   log.info("Compiled the train step in %.2f s (%s FLOPs per step)", compile_s, _fmt_flops(flops))
   step = int(state.step)
   spe = run.steps_per_epoch
@@ -161,15 +165,6 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
   return state, history, compile_s, flops
 
 
-def step_flops(compiled) -> float | None:
-  """FLOPs of one compiled step from XLA's cost analysis (None where the backend gives none)."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get("flops")
-  return float(flops) if flops else None
-
-
 def _fmt_flops(flops: float | None) -> str:
   return "unknown" if flops is None else f"{flops / 1e9:.2f} G"
 
@@ -200,11 +195,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     raise UserError(f"the training split has {len(source)} images, fewer than "
                     f"train.batch_size={config.train.batch_size}; lower the batch size")
   total = spe * config.train.epochs
-  model = create_model(config.model)
+  model = create_model(config.model, device.platform)
   tx = create_optimizer(config.train, total)
   train_fn, eval_fn = jit_steps(pos_weight, model.dtype)
   sharding = jax.sharding.SingleDeviceSharding(device)
-  run = Run(config, workdir, splits, source, sharding, train_fn, eval_fn, spe, total)
+  run = Run(config, workdir, splits, source, model, pos_weight, sharding, train_fn, eval_fn, spe, total)
   init = functools.partial(create_state, model, tx, config.data.image_size, config.train.seed)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                           jax.eval_shape(init))

@@ -108,3 +108,19 @@ def jit_steps(pos_weight: float, dtype: Any):
   train = jax.jit(functools.partial(train_step, pos_weight=pos_weight, dtype=dtype), donate_argnums=0)
   evaluate = jax.jit(functools.partial(eval_step, pos_weight=pos_weight, dtype=dtype))
   return train, evaluate
+
+
+def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: float) -> float | None:
+  """FLOPs of one training step from XLA's cost analysis of its plain formulation.
+
+  The `gemm` lowering loops over batch chunks with `lax.scan`, whose body cost
+  analysis counts once; the same function lowered the `xla` way counts every
+  FLOP. Only lowered (not compiled) here, so this costs well under a second.
+  """
+  plain = model.clone(lowering="xla") if hasattr(model, "lowering") else model
+  step = jax.jit(functools.partial(train_step, pos_weight=pos_weight, dtype=model.dtype))
+  analysis = step.lower(state.replace(apply_fn=plain.apply), batch).cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops else None

@@ -1,0 +1,116 @@
+"""Train-step benchmark: the real jitted step on device-resident data, against the machine's peak.
+
+  python -m jaxcxr.bench --platform=cpu --image_size=224 --batch_size=32
+  python -m jaxcxr.bench --platform=cpu --torch                # with the PyTorch twin, alternating
+  python -m jaxcxr.bench --platform=gpu --config.model.dtype=bfloat16
+
+Builds the state and step exactly as training does (`train_step.create_state`,
+`train_step.jit_steps`, the config's optimizer), warms up, then times each step
+after `block_until_ready`. FLOPs per step come from XLA's cost analysis; the
+peak is a large float32 matmul timed in the same process on the same device.
+With --torch, the PyTorch twin (`jaxcxr.torch_reference`) runs the same shapes,
+one step each in turn, so both see the same machine state. Prints JSON.
+"""
+
+import json
+import pathlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxcxr import devices, train_step
+from jaxcxr.models import create_model
+from jaxcxr.optim import create_optimizer
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "paper.py"),
+    "Config whose model and optimizer are benchmarked.")
+_PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input resolution.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+_TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch twin, alternating step by step.")
+_OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
+
+
+def matmul_peak_flops(device: jax.Device, n: int = 2048, repeats: int = 5) -> float:
+  """Best float32 FLOP/s of an n x n matmul on `device`: the ceiling the step is compared with."""
+  a = jax.device_put(jnp.ones((n, n), jnp.float32), device)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2.0 * n ** 3 / best
+
+
+def _stats(ms: list[float], batch: int) -> dict:
+  return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
+          "images_per_s": 1000.0 * batch / statistics.median(ms)}
+
+
+def main(argv):
+  del argv
+  config, size, batch = _CONFIG.value, _IMAGE_SIZE.value, _BATCH_SIZE.value
+  device = devices.select_device(_PLATFORM.value)
+  model = create_model(config.model, device.platform)
+  tx = create_optimizer(config.train, total_steps=1_000_000)
+  state = jax.jit(lambda: train_step.create_state(model, tx, size, config.train.seed),
+                  out_shardings=jax.sharding.SingleDeviceSharding(device))()
+  rng = np.random.default_rng(0)
+  host = {"image": rng.integers(0, 256, (batch, size, size)).astype(np.uint8),
+          "label": (np.arange(batch) % 2).astype(np.int32)}
+  data = jax.device_put(host, device)
+  train, _ = train_step.jit_steps(pos_weight=1.0, dtype=model.dtype)
+  t = time.perf_counter()
+  step = train.lower(state, data).compile()
+  compile_s = time.perf_counter() - t
+  torch_step = None
+  if _TORCH.value:
+    from jaxcxr import torch_reference  # pylint: disable=g-import-not-at-top  # optional extra
+    torch_step = torch_reference.make_step(config.model, size, config.train.learning_rate)
+  for _ in range(_WARMUP.value):
+    state = step(state, data)
+    if torch_step:
+      torch_step(host["image"], host["label"])
+  jax.block_until_ready(state)
+  jax_ms, torch_ms = [], []
+  for _ in range(_STEPS.value):
+    t = time.perf_counter()
+    state = step(state, data)
+    jax.block_until_ready(state.step)
+    jax_ms.append(1000.0 * (time.perf_counter() - t))
+    if torch_step:
+      t = time.perf_counter()
+      torch_step(host["image"], host["label"])
+      torch_ms.append(1000.0 * (time.perf_counter() - t))
+  flops = train_step.step_flops(model, state, data, pos_weight=1.0)
+  peak = matmul_peak_flops(device)
+  result = {"device": devices.describe(device), "model": config.model.to_dict(),
+            "lowering": model.lowering, "image_size": size,
+            "batch_size": batch, "optimizer": config.train.optimizer, "compile_s": compile_s,
+            "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
+            "matmul_peak_flops_per_s": peak}
+  if flops:
+    result["jax"]["achieved_flops_per_s"] = flops / (result["jax"]["median_ms"] / 1000.0)
+    result["jax"]["fraction_of_peak"] = result["jax"]["achieved_flops_per_s"] / peak
+  if torch_ms:
+    import torch  # pylint: disable=g-import-not-at-top
+    result["torch"] = {**_stats(torch_ms, batch), "version": torch.__version__}
+    result["jax_over_torch_images_per_s"] = result["jax"]["images_per_s"] / result["torch"]["images_per_s"]
+  text = json.dumps(result, indent=2)
+  print(text)
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,65 @@
+"""The step benchmark's JSON, on a tiny model (its timings are not asserted: machines are noisy)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config=configs/tiny.py", "--image_size=32", "--batch_size=8", "--steps=3", "--warmup=1"]
+
+
+def _bench(*args):
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.bench", *TINY, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr
+  return json.loads(result.stdout)
+
+
+def test_json_schema():
+  data = _bench()
+  assert data["device"]["platform"] == "cpu" and data["image_size"] == 32 and data["batch_size"] == 8
+  jax_stats = data["jax"]
+  assert jax_stats["min_ms"] <= jax_stats["median_ms"] <= jax_stats["max_ms"]
+  assert jax_stats["images_per_s"] == pytest.approx(8000.0 / jax_stats["median_ms"])
+  assert data["flops_per_step"] > 0 and data["matmul_peak_flops_per_s"] > 0
+  assert jax_stats["achieved_flops_per_s"] == pytest.approx(data["flops_per_step"] / jax_stats["median_ms"] * 1e3)
+  assert "torch" not in data
+
+
+def test_torch_twin_side_by_side():
+  pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  data = _bench("--torch")
+  assert data["torch"]["median_ms"] > 0
+  assert data["jax_over_torch_images_per_s"] == pytest.approx(
+      data["jax"]["images_per_s"] / data["torch"]["images_per_s"])
+
+
+def test_torch_twin_has_the_same_parameter_count():
+  torch = pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  import jax
+  import jax.numpy as jnp
+
+  from configs import paper
+  from jaxcxr import models, torch_reference
+  cfg = paper.get_config()
+  model = models.create_model(cfg.model)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 180, 180, 1)), train=False))
+  jax_count = sum(x.size for x in jax.tree.leaves(variables))
+  captured = {}
+  original = torch.optim.Adam
+
+  def spy(params, **kwargs):
+    params = list(params)
+    captured["count"] = sum(p.numel() for p in params)
+    return original(params, **kwargs)
+
+  torch.optim.Adam = spy
+  try:
+    torch_reference.make_step(cfg.model, 180, 1e-3)
+  finally:
+    torch.optim.Adam = original
+  assert captured["count"] == jax_count
