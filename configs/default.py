@@ -30,6 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.num_threads = 2             # grain read/augment threads
   data.worker_processes = 0        # >0: read/augment in that many processes (many-core GPU hosts)
   data.prefetch = 4                # batches grain reads ahead
+  # Geometry (shift, scale, rotation) on the host in the input pipeline; brightness and contrast on
+  # the device inside the train step (see jaxcxr/augment.py). No flips: laterality matters.
   data.augment = ml_collections.ConfigDict(dict(
       enabled=True, max_translate=0.04, max_scale=0.05, max_rotate_deg=5.0, brightness=0.05,
       contrast=0.1, interpolation="nearest"))  # interpolation: nearest | bilinear (~6x dearer)

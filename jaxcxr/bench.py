@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import devices, train_step
+from jaxcxr import augment, devices, train_step
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
 
@@ -69,7 +69,7 @@ def main(argv):
   host = {"image": rng.integers(0, 256, (batch, size, size)).astype(np.uint8),
           "label": (np.arange(batch) % 2).astype(np.int32)}
   data = jax.device_put(host, device)
-  train, _ = train_step.jit_steps(pos_weight=1.0, dtype=model.dtype)
+  train, _ = train_step.jit_steps(1.0, model.dtype, augment.photometric_params(config.data.augment))
   t = time.perf_counter()
   step = train.lower(state, data).compile()
   compile_s = time.perf_counter() - t

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import grain
 import ml_collections
 import numpy as np
-from PIL import Image
 
+from jaxcxr.augment import GeometricAugment
 from jaxcxr.data.cache import CachedSplit
 from jaxcxr.errors import UserError
 
@@ -64,51 +64,6 @@ def train_source(split: CachedSplit, class_balance: str) -> SplitSource:
   return BalancedSource(split) if class_balance == "sampling" else SplitSource(split)
 
 
-class Augment(grain.transforms.RandomMap):
-  """Per film: a small random affine (shift, scale, rotation), then brightness and contrast; no flips.
-
-  Works on whole batches, one film at a time in PIL's C code: the affine with
-  nearest (default, as torchvision's RandomAffine; at <=5 degrees and <=5% scale
-  it moves no pixel by more than one) or bilinear interpolation (~6x dearer),
-  and brightness/contrast as a 256-entry lookup table. Laterality matters in
-  chest films (the heart sits on the left), so mirrored films are not plausible
-  and horizontal flips are not used.
-  """
-
-  RESAMPLING = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
-
-  def __init__(self, cfg: ml_collections.ConfigDict):
-    if cfg.interpolation not in self.RESAMPLING:
-      raise UserError(f"data.augment.interpolation={cfg.interpolation!r}; choose one of "
-                      f"{', '.join(self.RESAMPLING)}")
-    self.cfg = cfg
-    self.levels = np.arange(256, dtype=np.float32)
-
-  def random_map(self, batch: dict, rng: np.random.Generator) -> dict:
-    cfg, films = self.cfg, batch["image"]
-    n, size = films.shape[0], films.shape[1]
-    # All of the batch's random draws, means and lookup tables at once; only the warps loop.
-    limits = np.array([cfg.max_rotate_deg, cfg.max_scale, cfg.max_translate, cfg.max_translate,
-                       cfg.contrast, cfg.brightness], np.float64)
-    angle, scale, tx, ty, contrast, brightness = (rng.uniform(-1.0, 1.0, (n, 6)) * limits).T
-    angle, scale, tx, ty = np.radians(angle), 1.0 + scale, tx * size, ty * size
-    mean = films.mean(axis=(1, 2))[:, None]  # contrast pivots about each film's mean grey level
-    luts = np.clip(np.round((self.levels - mean) * (1.0 + contrast[:, None]) + mean
-                            + 255.0 * brightness[:, None]), 0, 255).astype(np.uint8)
-    # PIL maps each output pixel to an input pixel: invert rotate+scale about the centre, then shift.
-    c = (size - 1) / 2.0
-    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-    matrices = np.stack([cos, sin, c - cos * (c + tx) - sin * (c + ty),
-                         -sin, cos, c + sin * (c + tx) - cos * (c + ty)], axis=1)
-    resample = self.RESAMPLING[cfg.interpolation]
-    out = np.empty_like(films)
-    for i in range(n):
-      moved = Image.fromarray(films[i]).transform((size, size), Image.Transform.AFFINE, tuple(matrices[i]),
-                                                  resample=resample)
-      out[i] = np.asarray(moved.point(luts[i].tobytes()))
-    return {"image": out, "label": batch["label"]}
-
-
 def train_dataset(source: SplitSource, batch_size: int, epochs: int, seed: int,
                   augment: ml_collections.ConfigDict) -> grain.MapDataset:
   """The whole training stream, `epochs * (len(source) // batch_size)` batches long, indexable by step.
@@ -121,7 +76,7 @@ def train_dataset(source: SplitSource, batch_size: int, epochs: int, seed: int,
   ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).batch(batch_size, drop_remainder=True)
   ds = ds.map(source.read)
   if augment.enabled:
-    ds = ds.random_map(Augment(augment), seed=seed)
+    ds = ds.random_map(GeometricAugment(augment), seed=seed)
   return ds.repeat(epochs)
 
 

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcxr import devices, input_pipeline, metrics, reporting
+from jaxcxr import augment, devices, input_pipeline, metrics, reporting
 from jaxcxr.checkpoints import Checkpointer
 from jaxcxr.data import datasets
 from jaxcxr.data.cache import CachedSplit
@@ -197,7 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   total = spe * config.train.epochs
   model = create_model(config.model, device.platform)
   tx = create_optimizer(config.train, total)
-  train_fn, eval_fn = jit_steps(pos_weight, model.dtype)
+  train_fn, eval_fn = jit_steps(pos_weight, model.dtype, augment.photometric_params(config.data.augment))
   sharding = jax.sharding.SingleDeviceSharding(device)
   run = Run(config, workdir, splits, source, model, pos_weight, sharding, train_fn, eval_fn, spe, total)
   init = functools.partial(create_state, model, tx, config.data.image_size, config.train.seed)

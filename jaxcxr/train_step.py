@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxcxr import augment
 from jaxcxr.models import prepare_input
 
 
@@ -60,10 +61,15 @@ def weighted_bce(logits: jax.Array, labels: jax.Array, pos_weight: float) -> jax
   return weights * optax.sigmoid_binary_cross_entropy(logits, labels)
 
 
-def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) -> TrainState:
-  """One optimizer update on `batch`; returns the new state (jit with the state donated)."""
-  dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  images = prepare_input(batch["image"], dtype)
+def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any,
+               photometric: tuple[float, float] = (0.0, 0.0)) -> TrainState:
+  """One optimizer update on `batch`; returns the new state (jit with the state donated).
+
+  `photometric` is (contrast, brightness) for the on-device part of augmentation.
+  """
+  step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  dropout_key, augment_key = jax.random.split(step_key)
+  images = prepare_input(augment.photometric(batch["image"], augment_key, *photometric), dtype)
 
   def loss_fn(params):
     logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_key})
@@ -103,9 +109,10 @@ def eval_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) 
   return sums, jax.nn.sigmoid(logits)
 
 
-def jit_steps(pos_weight: float, dtype: Any):
+def jit_steps(pos_weight: float, dtype: Any, photometric: tuple[float, float] = (0.0, 0.0)):
   """The two steps, jitted; the training state is donated so its buffers are updated in place."""
-  train = jax.jit(functools.partial(train_step, pos_weight=pos_weight, dtype=dtype), donate_argnums=0)
+  train = jax.jit(functools.partial(train_step, pos_weight=pos_weight, dtype=dtype, photometric=photometric),
+                  donate_argnums=0)
   evaluate = jax.jit(functools.partial(eval_step, pos_weight=pos_weight, dtype=dtype))
   return train, evaluate
 

@@ -58,45 +58,6 @@ def test_device_prefetcher_state_is_what_was_consumed():
   assert len(list(prefetcher)) == len(ds) - 1
 
 
-def test_augment_keeps_shape_and_is_seeded():
-  cfg = default.get_config().data.augment
-  film = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
-  batch = {"image": np.stack([film, film]), "label": np.array([1, 0], np.int32)}
-  a = input_pipeline.Augment(cfg).random_map(batch, np.random.default_rng(5))
-  b = input_pipeline.Augment(cfg).random_map(batch, np.random.default_rng(5))
-  c = input_pipeline.Augment(cfg).random_map(batch, np.random.default_rng(6))
-  assert a["image"].shape == (2, 32, 32) and a["image"].dtype == np.uint8
-  np.testing.assert_array_equal(a["label"], [1, 0])
-  np.testing.assert_array_equal(a["image"], b["image"])
-  assert not np.array_equal(a["image"], c["image"])
-  assert not np.array_equal(a["image"][0], a["image"][1])  # each film draws its own transform
-
-
-@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
-def test_augment_with_zero_magnitudes_is_identity(interpolation):
-  cfg = ml_collections.ConfigDict(dict(enabled=True, max_translate=0.0, max_scale=0.0, max_rotate_deg=0.0,
-                                       brightness=0.0, contrast=0.0, interpolation=interpolation))
-  films = np.random.default_rng(0).integers(0, 256, (3, 16, 16)).astype(np.uint8)
-  out = input_pipeline.Augment(cfg).random_map({"image": films, "label": np.zeros(3)}, np.random.default_rng(0))
-  np.testing.assert_allclose(out["image"].astype(int), films.astype(int), atol=1)
-
-
-def test_augment_never_flips():
-  cfg = default.get_config().data.augment
-  film = np.zeros((32, 32), np.uint8)
-  film[:, :8] = 255  # bright band on the left edge
-  batch = {"image": np.stack([film] * 20), "label": np.zeros(20)}
-  out = input_pipeline.Augment(cfg).random_map(batch, np.random.default_rng(0))["image"]
-  assert (out[:, :, :16].mean(axis=(1, 2)) > out[:, :, 16:].mean(axis=(1, 2)) + 50).all()
-
-
-def test_unknown_interpolation():
-  cfg = default.get_config().data.augment
-  cfg.interpolation = "cubic"
-  with pytest.raises(UserError, match="interpolation='cubic'"):
-    input_pipeline.Augment(cfg)
-
-
 @pytest.mark.parametrize("n, batch, expected_batches", [(10, 4, 3), (8, 4, 2)])
 def test_eval_batches_pad_and_mask(n, batch, expected_batches):
   split = _split(n)

@@ -89,7 +89,8 @@ def bench_preprocess(root: pathlib.Path, size: int, cache_dir: pathlib.Path) -> 
 
 
 def bench_loader(split: cache.CachedSplit, batches: int, augment: str, worker_processes: int = 0) -> dict:
-  """Batches of 32 per second from the real training stream; `augment` is off, nearest or bilinear."""
+  """Images per second from the real training stream in batches of 32; `augment` is off, or the
+  geometric warp's interpolation (nearest or bilinear)."""
   cfg = default.get_config().data
   cfg.augment.enabled = augment != "off"
   cfg.augment.interpolation = augment if augment != "off" else cfg.augment.interpolation
@@ -103,7 +104,8 @@ def bench_loader(split: cache.CachedSplit, batches: int, augment: str, worker_pr
   seconds = time.perf_counter() - t
   if worker_processes:
     iterator.close()
-  return {"augment": augment, "batch_size": 32, "threads": cfg.num_threads,
+  return {"augment": augment, "photometric": "on the device, in the train step (jaxcxr/augment.py)",
+          "batch_size": 32, "threads": cfg.num_threads,
           "worker_processes": worker_processes, "images_per_s": 32 * batches / seconds}
 
 
