@@ -16,12 +16,14 @@ COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 1
 WIDTH, HEIGHT, MARGIN = 900, 540, (80, 40, 30, 60)  # left, top, right, bottom
 
 
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+def _ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+  """Round-numbered ticks covering [lo, hi]; whole numbers only for an integer axis (epochs, steps)."""
   if hi <= lo:
     hi = lo + 1.0
   raw = (hi - lo) / count
   step = 10 ** math.floor(math.log10(raw))
   step *= next(m for m in (1, 2, 5, 10) if raw <= m * step)
+  step = max(step, 1) if integer else step
   return [i * step for i in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
 
 
@@ -47,7 +49,7 @@ def line_chart(path: str | pathlib.Path, title: str, xlabel: str, ylabel: str,
     draw.line([left - 4, y, left, y], fill="black")
     draw.line([left, y, WIDTH - right, y], fill=(230, 230, 230))
     draw.text((4, y - 6), f"{t:.4g}", fill="black")
-  for t in _ticks(x0, x1):
+  for t in _ticks(x0, x1, integer=all(float(x).is_integer() for x in xs_all)):
     x, _ = px(t, y0)
     draw.line([x, HEIGHT - bottom, x, HEIGHT - bottom + 4], fill="black")
     draw.text((x - 10, HEIGHT - bottom + 8), f"{t:.4g}", fill="black")

@@ -15,3 +15,7 @@ def test_line_chart_draws_each_series_in_its_colour(tmp_path):
 def test_ticks_are_round_numbers():
   np.testing.assert_allclose(plots._ticks(0.0, 1.0), [0, 0.2, 0.4, 0.6, 0.8, 1.0])
   np.testing.assert_allclose(plots._ticks(3.0, 47.0), [10, 20, 30, 40])
+
+
+def test_integer_axes_get_whole_ticks():
+  assert plots._ticks(1, 3, integer=True) == [1, 2, 3]

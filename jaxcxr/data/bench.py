@@ -30,7 +30,7 @@ from jaxcxr.data import cache, images, nih, synthetic
 
 _IMAGES = flags.DEFINE_integer("images", 1200, "1024x1024 PNGs to preprocess (enough to amortise worker start-up).")
 _SIZE = flags.DEFINE_integer("size", 224, "Preprocessed (training) resolution.")
-_BATCHES = flags.DEFINE_integer("batches", 60, "Batches of 32 timed for the loader.")
+_BATCHES = flags.DEFINE_integer("batches", 200, "Batches of 32 timed for the loader.")
 _TRAIN_SIZES = flags.DEFINE_list("train_sizes", ["160", "480"], "Dataset sizes of the two training runs.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Scratch folder (default: a temporary one, removed).")

@@ -1,0 +1,35 @@
+import errno
+import os
+
+import pytest
+
+from jaxcxr import fsutil
+from jaxcxr.errors import UserError
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+  fsutil.atomic_write_json(tmp_path / "a.json", {"x": 1})
+  fsutil.atomic_write_json(tmp_path / "a.json", {"x": 2})
+  assert (tmp_path / "a.json").read_text().strip() == '{\n  "x": 2\n}'
+  assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_full_disk_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+  (tmp_path / "summary.json").write_text("old")
+  real_fsync = os.fsync
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "fsync", full)
+  with pytest.raises(UserError, match="could not write .*summary.json: No space left on device; free some disk"):
+    fsutil.atomic_write_text(tmp_path / "summary.json", "new")
+  monkeypatch.setattr(os, "fsync", real_fsync)
+  assert (tmp_path / "summary.json").read_text() == "old"
+  assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_unwritable_directory_is_named(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(UserError, match="--workdir .*file/sub is not writable"):
+    fsutil.ensure_writable_dir(tmp_path / "file" / "sub", "--workdir")
