@@ -12,7 +12,6 @@ With --torch, the PyTorch twin (`jaxcxr.torch_reference`) runs the same shapes,
 one step each in turn, so both see the same machine state. Prints JSON.
 """
 
-import json
 import pathlib
 import statistics
 import time
@@ -23,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, devices, train_step
+from jaxcxr import augment, devices, reporting, train_step
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
 
@@ -106,10 +105,7 @@ def main(argv):
     import torch  # pylint: disable=g-import-not-at-top
     result["torch"] = {**_stats(torch_ms, batch), "version": torch.__version__}
     result["jax_over_torch_images_per_s"] = result["jax"]["images_per_s"] / result["torch"]["images_per_s"]
-  text = json.dumps(result, indent=2)
-  print(text)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(text + "\n")
+  reporting.emit_json(result, _OUT.value)
 
 
 if __name__ == "__main__":

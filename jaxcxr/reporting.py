@@ -28,6 +28,14 @@ def write_summary(workdir: pathlib.Path, summary: dict) -> None:
   atomic_write_json(workdir / "summary.json", summary)
 
 
+def emit_json(obj: dict, path: str | None) -> None:
+  """Prints `obj` as JSON (what the benchmarks report) and, given a path, writes it there atomically."""
+  text = json.dumps(obj, indent=2)
+  print(text)
+  if path:
+    atomic_write_text(path, text + "\n")
+
+
 def read_summary(workdir: pathlib.Path) -> dict | None:
   path = workdir / "summary.json"
   return json.loads(path.read_text()) if path.is_file() else None

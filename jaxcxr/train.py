@@ -116,7 +116,17 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
                                           cfg.data.worker_processes)
   if data_state is not None:
     iterator.set_state(data_state)
-  batches = input_pipeline.DevicePrefetcher(iterator, run.put)
+  try:
+    return _run_epochs(run, state, history, ckpt, input_pipeline.DevicePrefetcher(iterator, run.put))
+  finally:
+    if cfg.data.worker_processes:
+      iterator.close()  # stops grain's worker processes, also when training stops on an error
+
+
+def _run_epochs(run: Run, state: TrainState, history: list[dict], ckpt: Checkpointer,
+                batches: input_pipeline.DevicePrefetcher) -> tuple[TrainState, list[dict], float, float | None]:
+  """The epoch loop of `_train_epochs`, over its already positioned batch stream."""
+  cfg = run.config
   pending = next(batches)
   start = time.perf_counter()
   step_fn = run.train_fn.lower(state, pending).compile()
@@ -132,7 +142,8 @@ def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history:
     with Progress(spe, f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step") as bar:
       bar.done = step % spe
       while step < (epoch + 1) * spe:
-        batch, pending = (pending, None) if pending is not None else (next(batches), None)
+        batch = pending if pending is not None else next(batches)
+        pending = None
         t_step = time.perf_counter()
         state = step_fn(state, batch)
         step, steps_run = step + 1, steps_run + 1

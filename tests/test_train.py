@@ -219,3 +219,12 @@ def test_class_balanced_sampling_run(tiny_config, tmp_path):
   negatives = summary["split_sizes"]["train"] - summary["split_positives"]["train"]
   assert summary["epochs"][0]["step"] == 2 * negatives // tiny_config.train.batch_size
   assert summary["pos_weight"] == 1.0
+
+
+def test_worker_processes_train_exactly_like_threads(straight, tiny_config, tmp_path):
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags, as under run.py
+  _, ref = straight
+  tiny_config.data.worker_processes = 2
+  summary = _run(tiny_config, tmp_path)
+  assert _learning(summary["epochs"]) == _learning(ref["epochs"])

@@ -25,7 +25,7 @@ from absl import app, flags
 from PIL import Image
 
 from configs import default
-from jaxcxr import input_pipeline
+from jaxcxr import input_pipeline, reporting
 from jaxcxr.data import cache, images, nih, synthetic
 
 _IMAGES = flags.DEFINE_integer("images", 1200, "1024x1024 PNGs to preprocess (enough to amortise worker start-up).")
@@ -138,10 +138,7 @@ def main(argv):
   finally:
     if not _WORKDIR.value:
       shutil.rmtree(scratch, ignore_errors=True)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(text + "\n")
+  reporting.emit_json(result, _OUT.value)
 
 
 if __name__ == "__main__":
