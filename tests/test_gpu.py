@@ -1,0 +1,44 @@
+"""GPU checks: skipped without a GPU (CI has none). On a GPU machine, run them with JAX free to find it:
+
+  JAX_PLATFORMS= python -m pytest tests/test_gpu.py
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcxr import devices, models, train, train_step
+from jaxcxr.errors import UserError
+
+
+def _gpu():
+  try:
+    return devices.select_device("gpu")
+  except UserError:
+    return None
+
+
+GPU = _gpu()
+pytestmark = pytest.mark.skipif(GPU is None, reason="no GPU visible to JAX (CI never has one)")
+
+
+def test_tiny_run_trains_on_the_gpu(tiny_config, tmp_path):
+  summary = train.train_and_evaluate(tiny_config, tmp_path, GPU)
+  assert summary["device"]["platform"] == "gpu"
+  t = summary["test"]
+  assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]
+  assert devices.select_device("gpu") == GPU
+
+
+def test_bfloat16_step_on_the_gpu():
+  model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), dtype=jnp.bfloat16, lowering="xla")
+  state = jax.device_put(train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0), GPU)
+  batch = jax.device_put({"image": np.random.default_rng(0).integers(0, 256, (8, 32, 32)).astype(np.uint8),
+                          "label": (np.arange(8) % 2).astype(np.int32)}, GPU)
+  step, _ = train_step.jit_steps(pos_weight=1.0, dtype=jnp.bfloat16)
+  for _ in range(3):
+    state = step(state, batch)
+  assert int(state.sums["first_nonfinite_step"]) == -1
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
