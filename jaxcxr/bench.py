@@ -68,7 +68,8 @@ def main(argv):
   host = {"image": rng.integers(0, 256, (batch, size, size)).astype(np.uint8),
           "label": (np.arange(batch) % 2).astype(np.int32)}
   data = jax.device_put(host, device)
-  train, _ = train_step.jit_steps(1.0, model.dtype, augment.photometric_params(config.data.augment))
+  photometric = augment.photometric_params(config.data.augment)
+  train, _ = train_step.jit_steps(1.0, model.dtype, photometric)
   t = time.perf_counter()
   step = train.lower(state, data).compile()
   compile_s = time.perf_counter() - t
@@ -91,7 +92,7 @@ def main(argv):
       t = time.perf_counter()
       torch_step(host["image"], host["label"])
       torch_ms.append(1000.0 * (time.perf_counter() - t))
-  flops = train_step.step_flops(model, state, data, pos_weight=1.0)
+  flops = train_step.step_flops(model, state, data, 1.0, photometric)
   peak = matmul_peak_flops(device)
   result = {"device": devices.describe(device), "model": config.model.to_dict(),
             "lowering": model.lowering, "image_size": size,

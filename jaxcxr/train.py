@@ -131,7 +131,7 @@ def _run_epochs(run: Run, state: TrainState, history: list[dict], ckpt: Checkpoi
   start = time.perf_counter()
   step_fn = run.train_fn.lower(state, pending).compile()
   compile_s = time.perf_counter() - start
-  flops = step_flops(run.model, state, pending, run.pos_weight)
+  flops = step_flops(run.model, state, pending, run.pos_weight, augment.photometric_params(cfg.data.augment))
   log.info("Compiled the train step in %.2f s (%s FLOPs per step)", compile_s, _fmt_flops(flops))
   step = int(state.step)
   spe = run.steps_per_epoch

@@ -117,7 +117,8 @@ def jit_steps(pos_weight: float, dtype: Any, photometric: tuple[float, float] = 
   return train, evaluate
 
 
-def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: float) -> float | None:
+def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: float,
+               photometric: tuple[float, float] = (0.0, 0.0)) -> float | None:
   """FLOPs of one training step from XLA's cost analysis of its plain formulation.
 
   The `gemm` lowering loops over batch chunks with `lax.scan`, whose body cost
@@ -125,7 +126,7 @@ def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: flo
   FLOP. Only lowered (not compiled) here, so this costs well under a second.
   """
   plain = model.clone(lowering="xla") if hasattr(model, "lowering") else model
-  step = jax.jit(functools.partial(train_step, pos_weight=pos_weight, dtype=model.dtype))
+  step, _ = jit_steps(pos_weight, model.dtype, photometric)
   analysis = step.lower(state.replace(apply_fn=plain.apply), batch).cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None

@@ -4,9 +4,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxcxr import models
+from configs import default
+from jaxcxr import models, train_step
 
 
 @pytest.mark.parametrize("shape, features", [((4, 10, 10, 3), 5), ((2, 7, 9, 1), 8), ((64, 6, 6, 2), 3)])
@@ -56,7 +58,6 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
 
 
 def test_auto_resolves_by_platform():
-  from configs import default
   cfg = default.get_config().model
   assert models.create_model(cfg, "cpu").lowering == "gemm"
   assert models.create_model(cfg, "gpu").lowering == "xla"
@@ -70,3 +71,14 @@ def test_reshape_pool_matches_flax_max_pool(hw):
   np.testing.assert_array_equal(models.max_pool_2x2(x), reference(x))
   grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)  # noqa: E731
   np.testing.assert_allclose(grad(models.max_pool_2x2), grad(reference), rtol=1e-6)
+
+
+def test_step_flops_count_the_gemm_lowering_in_full():
+  """Cost analysis counts a scan body once; step_flops must give both lowerings the same count."""
+  batch = {"image": np.zeros((16, 32, 32), np.uint8), "label": np.zeros(16, np.int32)}
+  counts = []
+  for lowering in ("xla", "gemm"):
+    model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), lowering=lowering)
+    state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
+    counts.append(train_step.step_flops(model, state, batch, 1.0, (0.1, 0.05)))
+  assert counts[0] > 0 and counts[0] == counts[1]

@@ -88,7 +88,11 @@ def load_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
   else:
     table, arrays = read_table(data_cfg, root), None
   examples = nih.select_examples(table, views_of(data_cfg))
-  if arrays is None and len(examples) and examples["path"].isna().all():
+  if arrays is not None:  # one fingerprint of the .npz for all three splits' caches
+    npz = medmnist.find_npz(root)
+    stat = npz.stat()
+    npz_source = hashlib.sha256(f"{npz.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+  elif len(examples) and examples["path"].isna().all():
     raise UserError(f"no image files found for the metadata in {root}: expected images/*.png or "
                     "images_001/images/*.png beside the CSV (NIH), or class folders (kermany)")
   splits = {}
@@ -99,11 +103,8 @@ def load_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
                       f"data.negatives={data_cfg.negatives!r}, data.views={data_cfg.views!r}; "
                       "loosen the filters or check the split lists")
     if arrays is not None:
-      npz = medmnist.find_npz(root)
-      stat = npz.stat()
-      source = hashlib.sha256(f"{npz.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
       splits[name] = cache.build_from_arrays(arrays[name][0], rows, name, cache_dir, data_cfg.image_size,
-                                             data_cfg.aspect, source)
+                                             data_cfg.aspect, npz_source)
     else:
       splits[name] = cache.build_or_load(rows, name, cache_dir, data_cfg.image_size, data_cfg.aspect,
                                          data_cfg.on_bad_image, data_cfg.workers or None)
