@@ -7,8 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax import lax
 
+from jaxcxr.conv import LOWERINGS, Conv
 from jaxcxr.errors import UserError
 
 
@@ -19,82 +19,6 @@ def prepare_input(images: jnp.ndarray, dtype: Any = jnp.float32) -> jnp.ndarray:
   are converted here, inside the jitted step.
   """
   return ((images.astype(dtype) - 127.5) / 64.0)[..., None]
-
-
-def _conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Stride-1 'SAME' convolution of NHWC inputs with an HWIO kernel, as flax.linen.Conv computes it."""
-  return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-# Batch chunk of the kernel-gradient GEMM: its patch matrix stays about this size (bytes).
-_PATCH_BYTES = 16 * 2 ** 20
-
-
-def _kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
-  """d(loss)/d(kernel) as one transposed GEMM per batch chunk: patches(x)^T @ g, summed over chunks.
-
-  XLA:CPU lowers this gradient as a convolution whose contraction runs over
-  batch and space, which it executes several times slower than the forward
-  pass; the GEMM form runs on its fast matmul path. Chunks keep the patch
-  matrix (kh*kw times the input) cache-sized.
-  """
-  kh, kw, ci, co = kernel_shape
-  b, h, w, _ = x.shape
-  per_image = h * w * kh * kw * ci * x.dtype.itemsize
-  chunk = max((d for d in range(1, b + 1) if b % d == 0 and d * per_image <= _PATCH_BYTES), default=1)
-  xp = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
-
-  def one(acc, xs_gs):
-    xc, gc = xs_gs
-    patches = jnp.concatenate([xc[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
-    return acc + jnp.dot(patches.reshape(-1, kh * kw * ci).T, gc.reshape(-1, co),
-                         preferred_element_type=jnp.float32), None
-
-  chunks = (xp.reshape(b // chunk, chunk, *xp.shape[1:]), g.reshape(b // chunk, chunk, *g.shape[1:]))
-  acc, _ = lax.scan(one, jnp.zeros((kh * kw * ci, co), jnp.float32), chunks)
-  return acc.reshape(kernel_shape)
-
-
-@jax.custom_vjp
-def conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """`_conv_same` whose kernel gradient is computed by `_kernel_grad` (same values, faster on CPU)."""
-  return _conv_same(x, kernel)
-
-
-def _conv_fwd(x, kernel):
-  return _conv_same(x, kernel), (x, kernel)
-
-
-def _conv_bwd(residuals, g):
-  x, kernel = residuals
-  dx = jax.vjp(lambda x_: _conv_same(x_, kernel), x)[1](g)[0]
-  return dx, _kernel_grad(x, g, kernel.shape).astype(kernel.dtype)
-
-
-conv_gemm.defvjp(_conv_fwd, _conv_bwd)
-LOWERINGS = ("xla", "gemm", "auto")
-
-
-class Conv(nn.Module):
-  """A stride-1 'SAME' conv with flax.linen.Conv's parameters (`kernel` HWIO, `bias`) and numerics.
-
-  `impl` picks the kernel-gradient lowering: `xla` (XLA's own) or `gemm`
-  (`conv_gemm`). Both give the same values; the parameter tree is the
-  same, so checkpoints move between them.
-  """
-  features: int
-  kernel_size: tuple[int, int] = (3, 3)
-  dtype: Any = jnp.float32
-  impl: str = "xla"
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (*self.kernel_size, x.shape[-1], self.features),
-                        jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv_gemm(x, kernel) if self.impl == "gemm" else _conv_same(x, kernel)
-    return y + bias
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""The GEMM kernel-gradient convolution against flax.linen.Conv: forward values and both gradients."""
+"""The gemm lowering of the convolution against flax.linen.Conv: forward values, both gradients, training."""
 
 import flax.linen as nn
 import jax
@@ -8,15 +8,19 @@ import optax
 import pytest
 
 from configs import default
-from jaxcxr import models, train_step
+from jaxcxr import conv, models, train_step
 
 
-@pytest.mark.parametrize("shape, features", [((4, 10, 10, 3), 5), ((2, 7, 9, 1), 8), ((64, 6, 6, 2), 3)])
-def test_matches_flax_conv_forward_and_gradients(shape, features):
+# Shapes reach every forward lowering: XLA's conv (3+5, 2+3 channels), taps (1 input channel),
+# row-lag GEMM (24+32, odd batch and width), and a 5x5 kernel.
+@pytest.mark.parametrize("shape, features, kernel_size", [
+    ((4, 10, 10, 3), 5, (3, 3)), ((2, 7, 9, 1), 8, (3, 3)), ((64, 6, 6, 2), 3, (3, 3)),
+    ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5))])
+def test_matches_flax_conv_forward_and_gradients(shape, features, kernel_size):
   x = jax.random.normal(jax.random.key(1), shape)
-  reference = nn.Conv(features, (3, 3), padding="SAME")
+  reference = nn.Conv(features, kernel_size, padding="SAME")
   params = reference.init(jax.random.key(0), x)
-  ours = models.Conv(features, impl="gemm")
+  ours = conv.Conv(features, kernel_size, impl="gemm")
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
 
   def loss(module, p, x):
@@ -33,9 +37,9 @@ def test_matches_flax_conv_forward_and_gradients(shape, features):
 def test_kernel_grad_chunks_over_the_batch(monkeypatch):
   x = jax.random.normal(jax.random.key(2), (8, 5, 5, 2))
   g = jax.random.normal(jax.random.key(3), (8, 5, 5, 4))
-  whole = models._kernel_grad(x, g, (3, 3, 2, 4))
-  monkeypatch.setattr(models, "_PATCH_BYTES", 1)  # forces one image per chunk
-  np.testing.assert_allclose(models._kernel_grad(x, g, (3, 3, 2, 4)), whole, rtol=1e-5, atol=1e-5)
+  whole = conv._lag_kernel_grad(x, g, (3, 3, 2, 4))
+  monkeypatch.setattr(conv, "_CHUNK_IMAGES", 1)  # one image per GEMM
+  np.testing.assert_allclose(conv._lag_kernel_grad(x, g, (3, 3, 2, 4)), whole, rtol=1e-5, atol=1e-5)
 
 
 def test_paper_cnn_same_parameters_and_10_steps_agree():
@@ -47,7 +51,7 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
            "label": (np.arange(8) % 2).astype(np.int32)}
   finals = []
   for impl in ("xla", "gemm"):
-    model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), dropout=0.0, lowering=impl)
+    model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), dropout=0.0, lowering=impl)
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
     train, _ = train_step.jit_steps(pos_weight=1.0, dtype=jnp.float32)
     for _ in range(10):
@@ -82,3 +86,8 @@ def test_step_flops_count_the_gemm_lowering_in_full():
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
     counts.append(train_step.step_flops(model, state, batch, 1.0, (0.1, 0.05)))
   assert counts[0] > 0 and counts[0] == counts[1]
+
+
+def test_gemm_lowering_refuses_even_kernels():
+  with pytest.raises(ValueError, match="odd kernel sizes"):
+    conv.Conv(4, (2, 2), impl="gemm").init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))

@@ -1,0 +1,157 @@
+"""Stride-1 'SAME' convolution with flax.linen.Conv's parameters, and a faster CPU lowering of it.
+
+XLA:CPU runs a convolution's kernel gradient (a convolution that contracts
+over batch and space) several times slower than its forward pass, and its
+forward pass is slow for narrow layers (16-64 channels). The `gemm` lowering
+computes the same function through the matmul path instead:
+
+* "row-lag" GEMM: a 3x3 conv is one matmul of each pixel's *row* of 3
+  neighbours (3*ci values) against all 3 kernel rows at once (3*co outputs),
+  followed by a sum of the 3 results shifted by one row each. The patch
+  matrix is 3x the input instead of im2col's 9x, and the GEMM is 3ci x 3co
+  instead of 9ci x co, which keeps the narrow layers' matmuls wide;
+* the kernel gradient as the transposed GEMM of those row patches against the
+  output gradient shifted by 0..2 rows;
+* a single-channel input layer as 9 shifted multiply-adds (a GEMM with K=9
+  cannot use the matmul units; the multiply-adds fuse with the bias and ReLU).
+
+Both lowerings compute the same values to float32 rounding; tests/test_conv.py
+checks forward values, both gradients and 10 Adam steps against flax.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+LOWERINGS = ("xla", "gemm", "auto")
+
+# Images per GEMM in the row-lag loops: keeps the 3x patch matrix cache-sized
+# (2 was fastest of 1-32 at every layer of the paper CNN on the dev machine).
+_CHUNK_IMAGES = 2
+# Layers whose ci + co lies in this range run their forward pass and input
+# gradient as row-lag GEMMs; outside it XLA's own convolution was faster on
+# the dev machine (python -m jaxcxr.bench --layers prints the per-layer timings).
+_LAG_CHANNELS = (48, 192)
+
+
+def conv_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Stride-1 'SAME' convolution of NHWC inputs with an HWIO kernel, as flax.linen.Conv computes it."""
+  return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:
+  return jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+
+
+def _row_patches(xp: jax.Array, width: int, kw: int) -> jax.Array:
+  """(B, H, width+kw-1, C) -> (B, H, width, kw*C): each pixel's row of kw neighbours, channels ordered (j, c)."""
+  return jnp.concatenate([xp[:, :, j:j + width] for j in range(kw)], axis=-1)
+
+
+def _chunked(x: jax.Array) -> tuple[jax.Array, int]:
+  chunk = _CHUNK_IMAGES if x.shape[0] % _CHUNK_IMAGES == 0 else 1
+  return x.reshape(x.shape[0] // chunk, chunk, *x.shape[1:]), chunk
+
+
+def _lag_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv_xla` as row-patch GEMMs, `_CHUNK_IMAGES` images at a time."""
+  kh, kw, ci, co = kernel.shape
+  b, h, w, _ = x.shape
+  weights = kernel.transpose(1, 2, 0, 3).reshape(kw * ci, kh * co)  # rows (j, c), columns (i, d)
+
+  def one(_, xc):
+    z = jnp.dot(_row_patches(_pad_same(xc, kh, kw), w, kw), weights)
+    z = z.reshape(*z.shape[:3], kh, co)
+    return None, sum(z[:, i:i + h, :, i] for i in range(kh))
+
+  chunks, _ = _chunked(x)
+  return lax.scan(one, None, chunks)[1].reshape(b, h, w, co)
+
+
+def _taps_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv_xla` of a single-channel input as kh*kw shifted multiply-adds."""
+  kh, kw, _, _ = kernel.shape
+  _, h, w, _ = x.shape
+  xp = _pad_same(x, kh, kw)
+  return sum(xp[:, i:i + h, j:j + w] * kernel[i, j, 0] for i in range(kh) for j in range(kw))
+
+
+def _forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The fastest of the equal-valued lowerings for this layer's shape."""
+  ci, co = kernel.shape[2:]
+  if ci == 1:
+    return _taps_conv(x, kernel)
+  if _LAG_CHANNELS[0] <= ci + co <= _LAG_CHANNELS[1]:
+    return _lag_conv(x, kernel)
+  return conv_xla(x, kernel)
+
+
+def _lag_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
+  """d(loss)/d(kernel): row patches of x against g shifted by each kernel row, as transposed GEMMs.
+
+  Row h' of the shifted gradient holds g[h' - i] in column block i, so one
+  (kw*ci) x (kh*co) GEMM yields all kh*kw taps.
+  """
+  kh, kw, ci, co = kernel_shape
+  _, h, w, _ = x.shape
+  rows = h + kh - 1
+
+  def one(acc, xg):
+    xc, gc = xg
+    patches = _row_patches(_pad_same(xc, kh, kw), w, kw)
+    gp = jnp.pad(gc, ((0, 0), (kh - 1, kh - 1), (0, 0), (0, 0)))
+    shifted = jnp.concatenate([gp[:, kh - 1 - i:kh - 1 - i + rows] for i in range(kh)], axis=-1)
+    return acc + jnp.dot(patches.reshape(-1, kw * ci).T, shifted.reshape(-1, kh * co),
+                         preferred_element_type=jnp.float32), None
+
+  xs, _ = _chunked(x)
+  gs, _ = _chunked(g)
+  acc, _ = lax.scan(one, jnp.zeros((kw * ci, kh * co), jnp.float32), (xs, gs))
+  return acc.reshape(kw, ci, kh, co).transpose(2, 0, 1, 3)
+
+
+@jax.custom_vjp
+def conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv_xla`, computed and differentiated through the matmul path (same values, faster on CPU)."""
+  return _forward(x, kernel)
+
+
+def _conv_gemm_fwd(x, kernel):
+  return _forward(x, kernel), (x, kernel)
+
+
+def _conv_gemm_bwd(residuals, g):
+  x, kernel = residuals
+  # The input gradient is the 'SAME' convolution of g with the flipped, transposed kernel (odd sizes).
+  dx = _forward(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+  return dx, _lag_kernel_grad(x, g, kernel.shape).astype(kernel.dtype)
+
+
+conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)
+
+
+class Conv(nn.Module):
+  """A stride-1 'SAME' conv with flax.linen.Conv's parameters (`kernel` HWIO, `bias`) and numerics.
+
+  `impl` picks the lowering: `xla` (XLA's own) or `gemm` (`conv_gemm`, odd
+  kernel sizes). Both give the same values; the parameter tree is the same,
+  so checkpoints move between them.
+  """
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+  dtype: Any = jnp.float32
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.impl == "gemm" and not all(k % 2 for k in self.kernel_size):
+      raise ValueError(f"the gemm lowering needs odd kernel sizes, got {self.kernel_size}")
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (*self.kernel_size, x.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv_gemm(x, kernel) if self.impl == "gemm" else conv_xla(x, kernel)
+    return y + bias
