@@ -3,13 +3,16 @@
   python -m jaxcxr.bench --platform=cpu --image_size=224 --batch_size=32
   python -m jaxcxr.bench --platform=cpu --torch                # with the PyTorch twin, alternating
   python -m jaxcxr.bench --platform=gpu --config.model.dtype=bfloat16
+  python -m jaxcxr.bench --layers              # + each conv layer's passes, xla vs gemm lowering
 
 Builds the state and step exactly as training does (`train_step.create_state`,
 `train_step.jit_steps`, the config's optimizer), warms up, then times each step
 after `block_until_ready`. FLOPs per step come from XLA's cost analysis; the
 peak is a large float32 matmul timed in the same process on the same device.
 With --torch, the PyTorch twin (`jaxcxr.torch_reference`) runs the same shapes,
-one step each in turn, so both see the same machine state. Prints JSON.
+one step each in turn, so both see the same machine state. With --layers, each
+convolution of the model is also timed alone (forward, input gradient, kernel
+gradient) in both lowerings: the evidence behind `conv.py`'s choices. Prints JSON.
 """
 
 import pathlib
@@ -22,7 +25,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, devices, reporting, train_step
+from jaxcxr import augment, conv, devices, reporting, train_step
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
 
@@ -35,6 +38,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch twin, alternating step by step.")
+_LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three passes in both lowerings.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 
@@ -49,6 +53,47 @@ def matmul_peak_flops(device: jax.Device, n: int = 2048, repeats: int = 5) -> fl
     matmul(a, a).block_until_ready()
     best = min(best, time.perf_counter() - t)
   return 2.0 * n ** 3 / best
+
+
+def _median_ms(fn, *args, repeats: int = 5) -> float:
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(1000.0 * (time.perf_counter() - t))
+  return statistics.median(times)
+
+
+def conv_layer_shapes(model, params, image: jax.Array) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+  """(input shape, kernel shape) of every `conv.Conv` in `model`, read off a shape-only forward pass."""
+  _, state = jax.eval_shape(lambda: model.apply({"params": params}, image, train=False, mutable=["intermediates"],
+                                                capture_intermediates=lambda m, _: isinstance(m, conv.Conv)))
+  shapes = []
+  for name, captured in state["intermediates"].items():
+    if "__call__" in captured:
+      kernel = params[name]["kernel"].shape
+      out = captured["__call__"][0].shape
+      shapes.append(((*out[:3], kernel[2]), kernel))
+  return shapes
+
+
+def time_conv_layers(shapes, device: jax.Device, dtype) -> list[dict]:
+  """Median ms of each layer's forward pass, input gradient and kernel gradient, per lowering."""
+  rows = []
+  for x_shape, k_shape in shapes:
+    x, kernel, g = (jax.device_put(jax.random.normal(jax.random.key(i), shape, dtype), device)
+                    for i, shape in enumerate((x_shape, k_shape, (*x_shape[:3], k_shape[3]))))
+    row = {"input": list(x_shape), "kernel": list(k_shape)}
+    for name, fn in (("xla", conv.conv_xla), ("gemm", conv.conv_gemm)):
+      row[name] = {
+          "forward_ms": _median_ms(jax.jit(fn), x, kernel),
+          "input_grad_ms": _median_ms(jax.jit(lambda x, k, g, fn=fn: jax.vjp(lambda x_: fn(x_, k), x)[1](g)), x,
+                                      kernel, g),
+          "kernel_grad_ms": _median_ms(jax.jit(lambda x, k, g, fn=fn: jax.vjp(lambda k_: fn(x, k_), k)[1](g)), x,
+                                       kernel, g)}
+    rows.append(row)
+  return rows
 
 
 def _stats(ms: list[float], batch: int) -> dict:
@@ -106,6 +151,10 @@ def main(argv):
     import torch  # pylint: disable=g-import-not-at-top
     result["torch"] = {**_stats(torch_ms, batch), "version": torch.__version__}
     result["jax_over_torch_images_per_s"] = result["jax"]["images_per_s"] / result["torch"]["images_per_s"]
+  if _LAYERS.value:
+    image = jnp.zeros((batch, size, size, 1), model.dtype)
+    result["conv_layers"] = time_conv_layers(conv_layer_shapes(model, state.params, image), device,
+                                             model.dtype)
   reporting.emit_json(result, _OUT.value)
 
 
