@@ -42,27 +42,25 @@ _LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three 
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 
-def matmul_peak_flops(device: jax.Device, n: int = 2048, repeats: int = 5) -> float:
-  """Best float32 FLOP/s of an n x n matmul on `device`: the ceiling the step is compared with."""
-  a = jax.device_put(jnp.ones((n, n), jnp.float32), device)
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    matmul(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2.0 * n ** 3 / best
-
-
-def _median_ms(fn, *args, repeats: int = 5) -> float:
+def _times_ms(fn, *args, repeats: int = 5) -> list[float]:
+  """Wall ms of `repeats` synchronized calls of `fn`, after one untimed call (compilation)."""
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):
     t = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(1000.0 * (time.perf_counter() - t))
-  return statistics.median(times)
+  return times
+
+
+def matmul_peak_flops(device: jax.Device, n: int = 2048) -> float:
+  """Best float32 FLOP/s of an n x n matmul on `device`: the ceiling the step is compared with."""
+  a = jax.device_put(jnp.ones((n, n), jnp.float32), device)
+  return 2.0 * n ** 3 / (min(_times_ms(jax.jit(jnp.matmul), a, a)) / 1000.0)
+
+
+def _median_ms(fn, *args) -> float:
+  return statistics.median(_times_ms(fn, *args))
 
 
 def conv_layer_shapes(model, params, image: jax.Array) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
