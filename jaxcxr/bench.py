@@ -9,14 +9,16 @@ Builds the state and step exactly as training does (`train_step.create_state`,
 `train_step.jit_steps`, the config's optimizer), warms up, then times each step
 after `block_until_ready`. FLOPs per step come from XLA's cost analysis; the
 peak is a large float32 matmul timed in the same process on the same device.
-With --torch, the PyTorch twin (`jaxcxr.torch_reference`) runs the same shapes,
+With --torch, the PyTorch twin (`benchmarks/torch_paper_cnn.py`) runs the same shapes,
 one step each in turn, so both see the same machine state. With --layers, each
 convolution of the model is also timed alone (forward, input gradient, kernel
 gradient) in both lowerings: the evidence behind `conv.py`'s choices. Prints JSON.
 """
 
+import importlib.util
 import pathlib
 import statistics
+import sys
 import time
 
 import jax
@@ -26,11 +28,15 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxcxr import augment, conv, devices, reporting, train_step
+from jaxcxr.errors import UserError
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
 
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TORCH_TWIN = _ROOT / "benchmarks" / "torch_paper_cnn.py"
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "paper.py"),
+    "config", str(_ROOT / "configs" / "paper.py"),
     "Config whose model and optimizer are benchmarked.")
 _PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input resolution.")
@@ -94,6 +100,20 @@ def time_conv_layers(shapes, device: jax.Device, dtype) -> list[dict]:
   return rows
 
 
+def load_torch_twin(path: pathlib.Path = TORCH_TWIN):
+  """The PyTorch twin module, loaded by path: it lives in the checkout's benchmarks/, outside the package."""
+  try:
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # the optional extra
+  except ImportError as e:
+    raise UserError("--torch needs PyTorch, the optional benchmark extra: pip install '.[bench]'") from e
+  if not path.is_file():
+    raise UserError(f"--torch needs {path}, which only a source checkout has; run from a clone of the repository")
+  spec = importlib.util.spec_from_file_location("torch_paper_cnn", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def _stats(ms: list[float], batch: int) -> dict:
   return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
           "images_per_s": 1000.0 * batch / statistics.median(ms)}
@@ -101,6 +121,14 @@ def _stats(ms: list[float], batch: int) -> dict:
 
 def main(argv):
   del argv
+  try:
+    _run()
+  except UserError as e:
+    sys.exit(f"error: {e}")
+
+
+def _run():
+  twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
   config, size, batch = _CONFIG.value, _IMAGE_SIZE.value, _BATCH_SIZE.value
   device = devices.select_device(_PLATFORM.value)
   model = create_model(config.model, device.platform)
@@ -116,10 +144,7 @@ def main(argv):
   t = time.perf_counter()
   step = train.lower(state, data).compile()
   compile_s = time.perf_counter() - t
-  torch_step = None
-  if _TORCH.value:
-    from jaxcxr import torch_reference  # pylint: disable=g-import-not-at-top  # optional extra
-    torch_step = torch_reference.make_step(config.model, size, config.train.learning_rate)
+  torch_step = twin.make_step(config.model, size, config.train.learning_rate) if twin else None
   for _ in range(_WARMUP.value):
     state = step(state, data)
     if torch_step:

@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+# Importing jaxcxr.bench parses its default --config file, which ml_collections 1.1 loads with the deprecated
+# SourceFileLoader.load_module(); the warning is theirs, about their loader, not about code here.
+IMPORTS_BENCH = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config=configs/tiny.py", "--image_size=32", "--batch_size=8", "--steps=3", "--warmup=1"]
 
@@ -38,13 +41,14 @@ def test_torch_twin_side_by_side():
       data["jax"]["images_per_s"] / data["torch"]["images_per_s"])
 
 
+@IMPORTS_BENCH
 def test_torch_twin_has_the_same_parameter_count():
   torch = pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
   import jax
   import jax.numpy as jnp
 
   from configs import paper
-  from jaxcxr import models, torch_reference
+  from jaxcxr import bench, models
   cfg = paper.get_config()
   model = models.create_model(cfg.model)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 180, 180, 1)), train=False))
@@ -59,7 +63,7 @@ def test_torch_twin_has_the_same_parameter_count():
 
   torch.optim.Adam = spy
   try:
-    torch_reference.make_step(cfg.model, 180, 1e-3)
+    bench.load_torch_twin().make_step(cfg.model, 180, 1e-3)
   finally:
     torch.optim.Adam = original
   assert captured["count"] == jax_count
@@ -76,3 +80,26 @@ def test_layers_lists_every_conv_with_both_lowerings():
     for lowering in ("xla", "gemm"):
       assert set(row[lowering]) == {"forward_ms", "input_grad_ms", "kernel_grad_ms"}
       assert all(ms > 0 for ms in row[lowering].values())
+
+
+@IMPORTS_BENCH
+def test_torch_twin_missing_from_an_installed_copy_is_a_clear_error(tmp_path):
+  pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  from jaxcxr import bench
+  from jaxcxr.errors import UserError
+  with pytest.raises(UserError, match="source checkout"):
+    bench.load_torch_twin(tmp_path / "benchmarks" / "torch_paper_cnn.py")
+
+
+def test_torch_flag_without_pytorch_exits_with_the_install_hint(tmp_path):
+  # Whether or not PyTorch is installed here, a sitecustomize makes `import torch` fail in the child.
+  (tmp_path / "sitecustomize.py").write_text(
+      "import sys\nclass _Block:\n  def find_spec(self, name, *a):\n"
+      "    if name == 'torch':\n      raise ModuleNotFoundError(name)\n"
+      "sys.meta_path.insert(0, _Block())\n")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(tmp_path)}
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.bench", *TINY, "--torch"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --torch needs PyTorch, the optional benchmark extra: pip install '.[bench]'")

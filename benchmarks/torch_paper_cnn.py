@@ -1,9 +1,10 @@
-"""A PyTorch twin of `models.PaperCNN` and its Adam train step, for side-by-side timing only.
+"""A PyTorch twin of `jaxcxr.models.PaperCNN` and its Adam train step, for side-by-side timing only.
 
 Same layers and shapes (3x3 'same' convs + ReLU, 2x2 max-pools, flatten, dense
 + ReLU + dropout, one logit), same input scaling, loss and optimizer. PyTorch
 is an optional benchmark extra (`pip install '.[bench]'`), never a runtime
-dependency: nothing else in jaxcxr imports this module.
+dependency: it lives outside the package, and only `python -m jaxcxr.bench
+--torch` loads it (by path, from the source checkout).
 """
 
 import os
