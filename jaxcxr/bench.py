@@ -4,6 +4,7 @@
   python -m jaxcxr.bench --platform=cpu --torch                # with the PyTorch twin, alternating
   python -m jaxcxr.bench --platform=gpu --config.model.dtype=bfloat16
   python -m jaxcxr.bench --layers              # + each conv layer's passes, xla vs gemm lowering
+  python -m jaxcxr.bench --torch --noretain_host_memory   # glibc's default: big buffers re-mmapped each step
 
 Builds the state and step exactly as training does (`train_step.create_state`,
 `train_step.jit_steps`, the config's optimizer), warms up, then times each step
@@ -27,7 +28,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, conv, devices, reporting, train_step
+from jaxcxr import augment, conv, devices, hostmem, reporting, train_step
 from jaxcxr.errors import UserError
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
@@ -45,6 +46,8 @@ _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch twin, alternating step by step.")
 _LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three passes in both lowerings.")
+_RETAIN = flags.DEFINE_bool("retain_host_memory", True, "On CPU, keep freed host memory mapped (as training "
+                             "does; jaxcxr.hostmem). It applies to the whole process, PyTorch twin included.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 
@@ -130,7 +133,7 @@ def main(argv):
 def _run():
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
   config, size, batch = _CONFIG.value, _IMAGE_SIZE.value, _BATCH_SIZE.value
-  device = devices.select_device(_PLATFORM.value)
+  device = devices.select_device(_PLATFORM.value, _RETAIN.value)
   model = create_model(config.model, device.platform)
   tx = create_optimizer(config.train, total_steps=1_000_000)
   state = jax.jit(lambda: train_step.create_state(model, tx, size, config.train.seed),
@@ -160,12 +163,13 @@ def _run():
       t = time.perf_counter()
       torch_step(host["image"], host["label"])
       torch_ms.append(1000.0 * (time.perf_counter() - t))
+  retained = device.platform == "cpu" and _RETAIN.value and hostmem.retain_freed_memory()
   flops = train_step.step_flops(model, state, data, 1.0, photometric)
   peak = matmul_peak_flops(device)
   result = {"device": devices.describe(device), "model": config.model.to_dict(),
             "lowering": model.lowering, "image_size": size,
             "batch_size": batch, "optimizer": config.train.optimizer, "compile_s": compile_s,
-            "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
+            "host_memory_retained": retained, "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
             "matmul_peak_flops_per_s": peak}
   if flops:
     result["jax"]["achieved_flops_per_s"] = flops / (result["jax"]["median_ms"] / 1000.0)

@@ -9,6 +9,7 @@ import logging
 
 import jax
 
+from jaxcxr import hostmem
 from jaxcxr.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -16,10 +17,17 @@ log = logging.getLogger(__name__)
 PLATFORMS = ("cpu", "gpu")
 
 
-def select_device(platform: str) -> jax.Device:
-  """Returns the first device of `platform`, or raises UserError explaining how to get one."""
+def select_device(platform: str, retain_host_memory: bool = True) -> jax.Device:
+  """Returns the first device of `platform`, or raises UserError explaining how to get one.
+
+  For the CPU, first asks the C library to keep freed memory mapped
+  (`hostmem`; it must happen before the backend starts its threads) unless
+  `retain_host_memory` is False, which the benchmark uses to show the difference.
+  """
   if platform not in PLATFORMS:
     raise UserError(f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
+  if platform == "cpu" and retain_host_memory:
+    hostmem.retain_freed_memory()
   try:
     devices = jax.devices(platform)
   except Exception as e:  # pylint: disable=broad-except  # JAX raises RuntimeError, or AssertionError

@@ -31,6 +31,7 @@ def test_json_schema():
   assert data["flops_per_step"] > 0 and data["matmul_peak_flops_per_s"] > 0
   assert jax_stats["achieved_flops_per_s"] == pytest.approx(data["flops_per_step"] / jax_stats["median_ms"] * 1e3)
   assert "torch" not in data
+  assert data["host_memory_retained"] in (True, False)  # False only off glibc
 
 
 def test_torch_twin_side_by_side():
@@ -103,3 +104,7 @@ def test_torch_flag_without_pytorch_exits_with_the_install_hint(tmp_path):
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --torch needs PyTorch, the optional benchmark extra: pip install '.[bench]'")
+
+
+def test_noretain_host_memory_leaves_glibc_defaults():
+  assert _bench("--noretain_host_memory")["host_memory_retained"] is False

@@ -22,3 +22,10 @@ def test_missing_gpu_names_problem_and_fix():
 def test_unknown_platform():
   with pytest.raises(UserError, match="unknown platform 'tpu'"):
     devices.select_device("tpu")
+
+
+def test_cpu_selection_retains_freed_host_memory_first(monkeypatch):
+  calls = []
+  monkeypatch.setattr(devices.hostmem, "retain_freed_memory", lambda: calls.append("cpu") or True)
+  devices.select_device("cpu")
+  assert calls == ["cpu"]

@@ -1,0 +1,48 @@
+"""hostmem: with glibc told to retain freed memory, a repeated XLA:CPU step stops page-faulting its temporaries."""
+
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+# Runs a jitted function whose temporaries are ~100 MB, then reports the page faults of each later call.
+_CHILD = """
+import json, resource, sys
+if sys.argv[1] == "retain":
+  from jaxcxr import hostmem
+  assert hostmem.retain_freed_memory()
+import jax, jax.numpy as jnp
+x = jnp.ones((24, 1024, 1024), jnp.float32)
+f = jax.jit(lambda x: jnp.sort(jnp.sin(x), axis=0)[0]).lower(x).compile()
+pages = f.memory_analysis().temp_size_in_bytes / 4096
+for _ in range(3):
+  jax.block_until_ready(f(x))
+faults = []
+for _ in range(5):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  jax.block_until_ready(f(x))
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"pages": pages, "faults": faults}))
+"""
+
+
+def _faults_per_temp_page(mode: str) -> float:
+  result = subprocess.run([sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert result.returncode == 0, result.stderr
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report["pages"] > 20_000  # the computation really has temporaries beyond malloc's own mmap threshold
+  return statistics.median(report["faults"]) / report["pages"]
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"), reason="the setting is glibc's")
+def test_retained_memory_is_not_faulted_in_again_each_step():
+  default = _faults_per_temp_page("default")
+  if default < 0.5:
+    pytest.skip(f"this C library already reuses the pages ({default:.0%} of them faulted per call)")
+  # A median: the heap can still grow once after warm-up, which faults one call's worth.
+  assert _faults_per_temp_page("retain") < 0.1
