@@ -43,6 +43,6 @@ def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_ra
     loss = loss_fn(model(x[:, None])[:, 0], y)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
   return step

@@ -40,7 +40,7 @@ class PaperCNN(nn.Module):
 
   `lowering` picks how the same function is computed: `xla` (flax's Conv and
   max_pool as XLA lowers them) or `gemm` (`conv.conv_gemm`, pooling as
-  reshape + max), 2.2x faster on CPU. Parameters are the same.
+  reshape + max), about 2x faster on CPU (README, "Performance"). Parameters are the same.
   """
   widths: Sequence[int] = (16, 32, 64, 128)
   convs_per_block: int = 2
