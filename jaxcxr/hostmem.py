@@ -7,8 +7,9 @@ every step first-touches all of it again: about 200,000 page faults and half
 a CPU-second in the kernel per step on the development machine. Asking glibc
 to keep one heap (no per-thread arenas, whose large requests fall back to
 `mmap`), never to `mmap` a request, and never to give freed memory back lets
-the next step reuse the same pages. The price is that the process keeps its
-peak memory until it exits, which a training run does anyway.
+the next step reuse the same pages. The price is memory: the heap never
+shrinks and fragments, so a 224 px training run's peak RSS grew from 1.2 to
+1.8 GB (python -m jaxcxr.data.bench).
 
 Only the CPU path asks for this, before the backend starts its threads; where
 the C library is not glibc it does nothing.
