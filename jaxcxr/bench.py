@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, conv, devices, hostmem, reporting, train_step
+from jaxcxr import augment, conv, devices, reporting, train_step
 from jaxcxr.errors import UserError
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
@@ -105,12 +105,12 @@ def time_conv_layers(shapes, device: jax.Device, dtype) -> list[dict]:
 
 def load_torch_twin(path: pathlib.Path = TORCH_TWIN):
   """The PyTorch twin module, loaded by path: it lives in the checkout's benchmarks/, outside the package."""
+  if not path.is_file():
+    raise UserError(f"--torch needs {path}, which only a source checkout has; run from a clone of the repository")
   try:
     import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # the optional extra
   except ImportError as e:
     raise UserError("--torch needs PyTorch, the optional benchmark extra: pip install '.[bench]'") from e
-  if not path.is_file():
-    raise UserError(f"--torch needs {path}, which only a source checkout has; run from a clone of the repository")
   spec = importlib.util.spec_from_file_location("torch_paper_cnn", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -163,13 +163,12 @@ def _run():
       t = time.perf_counter()
       torch_step(host["image"], host["label"])
       torch_ms.append(1000.0 * (time.perf_counter() - t))
-  retained = device.platform == "cpu" and _RETAIN.value and hostmem.retain_freed_memory()
   flops = train_step.step_flops(model, state, data, 1.0, photometric)
   peak = matmul_peak_flops(device)
   result = {"device": devices.describe(device), "model": config.model.to_dict(),
             "lowering": model.lowering, "image_size": size,
             "batch_size": batch, "optimizer": config.train.optimizer, "compile_s": compile_s,
-            "host_memory_retained": retained, "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
+            "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
             "matmul_peak_flops_per_s": peak}
   if flops:
     result["jax"]["achieved_flops_per_s"] = flops / (result["jax"]["median_ms"] / 1000.0)

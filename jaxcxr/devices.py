@@ -49,6 +49,7 @@ def describe(device: jax.Device) -> dict:
       "device": str(device),
       "jax_version": jax.__version__,
       "local_device_count": jax.local_device_count(device.platform),
+      "host_memory_retained": hostmem.retained(),
   }
 
 

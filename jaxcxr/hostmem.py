@@ -1,9 +1,9 @@
 """Keeping XLA:CPU's per-step buffers in memory that is already mapped.
 
-Each execution of a compiled CPU step allocates its temporaries (850 MB for
+Each execution of a compiled CPU step allocates its temporaries (842 MB for
 the paper CNN at 224 px, batch 32) and frees them at the end. glibc serves
 allocations that large with a fresh `mmap` and returns them with `munmap`, so
-every step first-touches all of it again: about 200,000 page faults and half
+every step first-touches all of it again: about 208,000 page faults and half
 a CPU-second in the kernel per step on the development machine. Asking glibc
 to keep one heap (no per-thread arenas, whose large requests fall back to
 `mmap`), never to `mmap` a request, and never to give freed memory back lets
@@ -16,7 +16,6 @@ the C library is not glibc it does nothing.
 """
 
 import ctypes
-import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -27,18 +26,25 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _NEVER = -1  # for M_TRIM_THRESHOLD: never return the heap's free top to the system (mallopt(3)).
 
+_retained = False  # process-wide, as the allocator is
 
-@functools.cache
+
 def retain_freed_memory() -> bool:
   """Tells glibc to reuse freed memory instead of unmapping it; True where it agreed.
 
   Call before JAX's CPU backend starts (its threads pick their malloc arena
   on first use). Idempotent.
   """
-  process = ctypes.CDLL(None)  # the C library this process already runs on
-  if not hasattr(process, "gnu_get_libc_version"):  # not glibc: its mallopt options differ
-    return False
-  applied = all(process.mallopt(option, value) == 1 for option, value in
-                ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER)))
-  log.debug("glibc malloc set to retain freed memory: %s", applied)
-  return applied
+  global _retained  # pylint: disable=global-statement
+  if not _retained:
+    process = ctypes.CDLL(None)  # the C library this process already runs on
+    if hasattr(process, "gnu_get_libc_version"):  # other C libraries' mallopt options differ
+      _retained = all(process.mallopt(option, value) == 1 for option, value in
+                      ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER)))
+      log.debug("glibc malloc set to retain freed memory: %s", _retained)
+  return _retained
+
+
+def retained() -> bool:
+  """Whether this process runs with retained memory: run summaries and the benchmark record it."""
+  return _retained

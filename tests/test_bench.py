@@ -31,7 +31,7 @@ def test_json_schema():
   assert data["flops_per_step"] > 0 and data["matmul_peak_flops_per_s"] > 0
   assert jax_stats["achieved_flops_per_s"] == pytest.approx(data["flops_per_step"] / jax_stats["median_ms"] * 1e3)
   assert "torch" not in data
-  assert data["host_memory_retained"] in (True, False)  # False only off glibc
+  assert data["device"]["host_memory_retained"] in (True, False)  # False only off glibc
 
 
 def test_torch_twin_side_by_side():
@@ -85,7 +85,6 @@ def test_layers_lists_every_conv_with_both_lowerings():
 
 @IMPORTS_BENCH
 def test_torch_twin_missing_from_an_installed_copy_is_a_clear_error(tmp_path):
-  pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
   from jaxcxr import bench
   from jaxcxr.errors import UserError
   with pytest.raises(UserError, match="source checkout"):
@@ -107,4 +106,4 @@ def test_torch_flag_without_pytorch_exits_with_the_install_hint(tmp_path):
 
 
 def test_noretain_host_memory_leaves_glibc_defaults():
-  assert _bench("--noretain_host_memory")["host_memory_retained"] is False
+  assert _bench("--noretain_host_memory")["device"]["host_memory_retained"] is False

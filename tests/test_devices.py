@@ -1,3 +1,5 @@
+import ctypes
+
 import jax
 import pytest
 
@@ -29,3 +31,8 @@ def test_cpu_selection_retains_freed_host_memory_first(monkeypatch):
   monkeypatch.setattr(devices.hostmem, "retain_freed_memory", lambda: calls.append("cpu") or True)
   devices.select_device("cpu")
   assert calls == ["cpu"]
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"), reason="the setting is glibc's")
+def test_run_summaries_record_retained_host_memory():
+  assert devices.describe(devices.select_device("cpu"))["host_memory_retained"] is True
