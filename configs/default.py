@@ -47,7 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.dense = (64,)
   model.dropout = 0.3
   model.dtype = "float32"          # float32 | bfloat16 (compute dtype; parameters stay float32)
-  model.lowering = "auto"          # xla | gemm (row-lag GEMM convs, reshape pooling) | auto: gemm on CPU
+  model.lowering = "auto"          # xla | gemm (row-lag GEMM convs, reshape pooling) | winograd (gemm +
+                                   # Winograd for wide layers) | auto: winograd on CPU, xla elsewhere
 
   config.train = train = ml_collections.ConfigDict()
   train.epochs = 8

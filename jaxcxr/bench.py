@@ -3,7 +3,7 @@
   python -m jaxcxr.bench --platform=cpu --image_size=224 --batch_size=32
   python -m jaxcxr.bench --platform=cpu --torch                # with the PyTorch twin, alternating
   python -m jaxcxr.bench --platform=gpu --config.model.dtype=bfloat16
-  python -m jaxcxr.bench --layers              # + each conv layer's passes, xla vs gemm lowering
+  python -m jaxcxr.bench --layers              # + each conv layer's passes in every lowering
   python -m jaxcxr.bench --torch --noretain_host_memory   # glibc's default: big buffers re-mmapped each step
 
 Builds the state and step exactly as training does (`train_step.create_state`,
@@ -13,7 +13,7 @@ peak is a large float32 matmul timed in the same process on the same device.
 With --torch, the PyTorch twin (`benchmarks/torch_paper_cnn.py`) runs the same shapes,
 one step each in turn, so both see the same machine state. With --layers, each
 convolution of the model is also timed alone (forward, input gradient, kernel
-gradient) in both lowerings: the evidence behind `conv.py`'s choices. Prints JSON.
+gradient) in every lowering: the evidence behind `conv.py`'s choices. Prints JSON.
 """
 
 import importlib.util
@@ -45,7 +45,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch twin, alternating step by step.")
-_LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three passes in both lowerings.")
+_LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three passes in every lowering.")
 _RETAIN = flags.DEFINE_bool("retain_host_memory", True, "On CPU, keep freed host memory mapped (as training "
                              "does; jaxcxr.hostmem). It applies to the whole process, PyTorch twin included.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
@@ -92,7 +92,7 @@ def time_conv_layers(shapes, device: jax.Device, dtype) -> list[dict]:
     x, kernel, g = (jax.device_put(jax.random.normal(jax.random.key(i), shape, dtype), device)
                     for i, shape in enumerate((x_shape, k_shape, (*x_shape[:3], k_shape[3]))))
     row = {"input": list(x_shape), "kernel": list(k_shape)}
-    for name, fn in (("xla", conv.conv_xla), ("gemm", conv.conv_gemm)):
+    for name, fn in conv.IMPLS.items():
       row[name] = {
           "forward_ms": _median_ms(jax.jit(fn), x, kernel),
           "input_grad_ms": _median_ms(jax.jit(lambda x, k, g, fn=fn: jax.vjp(lambda x_: fn(x_, k), x)[1](g)), x,

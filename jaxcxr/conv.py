@@ -15,10 +15,16 @@ computes the same function through the matmul path instead:
 * a single-channel input layer as 9 shifted multiply-adds (a GEMM with K=9
   cannot use the matmul units; the multiply-adds fuse with the bias and ReLU).
 
-Both lowerings compute the same values to float32 rounding; tests/test_conv.py
+The `winograd` lowering is `gemm` with one more algorithm for the wide layers:
+3x3 convs whose channels are all at least `_WINOGRAD_CHANNELS` run their
+forward pass and input gradient as Winograd F(2x2, 3x3) (`winograd.py`,
+2.25x fewer multiplies), and from twice that width their kernel gradient too.
+
+All lowerings compute the same values to float32 rounding; tests/test_conv.py
 checks forward values, both gradients and 10 Adam steps against flax.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -26,7 +32,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-LOWERINGS = ("xla", "gemm", "auto")
+from jaxcxr import winograd
+
+LOWERINGS = ("xla", "gemm", "winograd", "auto")
 
 # Images per GEMM in the row-lag loops: keeps the 3x patch matrix cache-sized
 # (2 was fastest of 1-32 at every layer of the paper CNN on the dev machine).
@@ -35,6 +43,11 @@ _CHUNK_IMAGES = 2
 # gradient as row-lag GEMMs; outside it XLA's own convolution was faster on
 # the dev machine (python -m jaxcxr.bench --layers prints the per-layer timings).
 _LAG_CHANNELS = (48, 192)
+# 3x3 layers with at least this many input and output channels run forward passes and input
+# gradients as Winograd F(2x2, 3x3) in the `winograd` lowering; with twice as many, kernel
+# gradients too. Below, the transforms' memory traffic outweighed the saved multiplies
+# on the dev machine (python -m jaxcxr.bench --layers).
+_WINOGRAD_CHANNELS = 32
 
 
 def conv_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -79,11 +92,17 @@ def _taps_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return sum(xp[:, i:i + h, j:j + w] * kernel[i, j, 0] for i in range(kh) for j in range(kw))
 
 
-def _forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _uses_winograd(kernel_shape: tuple[int, ...], min_channels: int) -> bool:
+  return tuple(kernel_shape[:2]) == (3, 3) and min(kernel_shape[2:]) >= min_channels
+
+
+def _forward(x: jax.Array, kernel: jax.Array, winograd_ok: bool) -> jax.Array:
   """The fastest of the equal-valued lowerings for this layer's shape."""
   ci, co = kernel.shape[2:]
   if ci == 1:
     return _taps_conv(x, kernel)
+  if winograd_ok and _uses_winograd(kernel.shape, _WINOGRAD_CHANNELS):
+    return winograd.conv(x, kernel)
   if _LAG_CHANNELS[0] <= ci + co <= _LAG_CHANNELS[1]:
     return _lag_conv(x, kernel)
   return conv_xla(x, kernel)
@@ -111,32 +130,48 @@ def _lag_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) 
   return acc.reshape(kw, ci, kh, co).transpose(2, 0, 1, 3)
 
 
-@jax.custom_vjp
-def conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """`conv_xla`, computed and differentiated through the matmul path (same values, faster on CPU)."""
-  return _forward(x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul_conv(x: jax.Array, kernel: jax.Array, winograd_ok: bool) -> jax.Array:
+  return _forward(x, kernel, winograd_ok)
 
 
-def _conv_gemm_fwd(x, kernel):
-  return _forward(x, kernel), (x, kernel)
+def _matmul_conv_fwd(x, kernel, winograd_ok):
+  return _forward(x, kernel, winograd_ok), (x, kernel)
 
 
-def _conv_gemm_bwd(residuals, g):
+def _matmul_conv_bwd(winograd_ok, residuals, g):
   x, kernel = residuals
   # The input gradient is the 'SAME' convolution of g with the flipped, transposed kernel (odd sizes).
-  dx = _forward(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
-  return dx, _lag_kernel_grad(x, g, kernel.shape).astype(kernel.dtype)
+  dx = _forward(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), winograd_ok)
+  if winograd_ok and _uses_winograd(kernel.shape, 2 * _WINOGRAD_CHANNELS):
+    dk = winograd.kernel_grad(x, g)
+  else:
+    dk = _lag_kernel_grad(x, g, kernel.shape)
+  return dx, dk.astype(kernel.dtype)
 
 
-conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)
+_matmul_conv.defvjp(_matmul_conv_fwd, _matmul_conv_bwd)
+
+
+def conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv_xla`, computed and differentiated through the matmul path (same values, faster on CPU)."""
+  return _matmul_conv(x, kernel, False)
+
+
+def conv_winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv_gemm`, with Winograd F(2x2, 3x3) for the wide 3x3 layers (same values to rounding, faster on CPU)."""
+  return _matmul_conv(x, kernel, True)
+
+
+IMPLS = {"xla": conv_xla, "gemm": conv_gemm, "winograd": conv_winograd}
 
 
 class Conv(nn.Module):
   """A stride-1 'SAME' conv with flax.linen.Conv's parameters (`kernel` HWIO, `bias`) and numerics.
 
-  `impl` picks the lowering: `xla` (XLA's own) or `gemm` (`conv_gemm`, odd
-  kernel sizes). Both give the same values; the parameter tree is the same,
-  so checkpoints move between them.
+  `impl` picks the lowering: `xla` (XLA's own), `gemm` (`conv_gemm`, odd
+  kernel sizes) or `winograd` (`conv_winograd`, likewise). All give the same
+  values; the parameter tree is the same, so checkpoints move between them.
   """
   features: int
   kernel_size: tuple[int, int] = (3, 3)
@@ -145,11 +180,11 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.impl == "gemm" and not all(k % 2 for k in self.kernel_size):
-      raise ValueError(f"the gemm lowering needs odd kernel sizes, got {self.kernel_size}")
+    if self.impl != "xla" and not all(k % 2 for k in self.kernel_size):
+      raise ValueError(f"the {self.impl} lowering needs odd kernel sizes, got {self.kernel_size}")
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (*self.kernel_size, x.shape[-1], self.features),
                         jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv_gemm(x, kernel) if self.impl == "gemm" else conv_xla(x, kernel)
+    y = IMPLS[self.impl](x, kernel)
     return y + bias

@@ -1,4 +1,4 @@
-"""The gemm lowering of the convolution against flax.linen.Conv: forward values, both gradients, training."""
+"""The gemm and winograd lowerings of the convolution against flax.linen.Conv: values, both gradients, training."""
 
 import flax.linen as nn
 import jax
@@ -12,15 +12,17 @@ from jaxcxr import conv, models, train_step
 
 
 # Shapes reach every forward lowering: XLA's conv (3+5, 2+3 channels), taps (1 input channel),
-# row-lag GEMM (24+32, odd batch and width), and a 5x5 kernel.
+# row-lag GEMM (24+32, odd batch and width), a 5x5 kernel, and under `winograd` a 3x3 layer
+# whose forward, input gradient and kernel gradient are all Winograd (64+64, odd height).
+@pytest.mark.parametrize("impl", ["gemm", "winograd"])
 @pytest.mark.parametrize("shape, features, kernel_size", [
     ((4, 10, 10, 3), 5, (3, 3)), ((2, 7, 9, 1), 8, (3, 3)), ((64, 6, 6, 2), 3, (3, 3)),
-    ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5))])
-def test_matches_flax_conv_forward_and_gradients(shape, features, kernel_size):
+    ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5)), ((2, 5, 6, 64), 64, (3, 3))])
+def test_matches_flax_conv_forward_and_gradients(shape, features, kernel_size, impl):
   x = jax.random.normal(jax.random.key(1), shape)
   reference = nn.Conv(features, kernel_size, padding="SAME")
   params = reference.init(jax.random.key(0), x)
-  ours = conv.Conv(features, kernel_size, impl="gemm")
+  ours = conv.Conv(features, kernel_size, impl=impl)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
 
   def loss(module, p, x):
@@ -50,20 +52,21 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
   batch = {"image": np.random.default_rng(0).integers(0, 256, (8, 32, 32)).astype(np.uint8),
            "label": (np.arange(8) % 2).astype(np.int32)}
   finals = []
-  for impl in ("xla", "gemm"):
+  for impl in ("xla", "gemm", "winograd"):
     model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), dropout=0.0, lowering=impl)
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
     train, _ = train_step.jit_steps(pos_weight=1.0, dtype=jnp.float32)
     for _ in range(10):
       state = train(state, batch)
     finals.append(jax.device_get(state.params))
-  for a, b in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1])):
-    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+  for fast in finals[1:]:
+    for a, b in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(fast)):
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
 def test_auto_resolves_by_platform():
   cfg = default.get_config().model
-  assert models.create_model(cfg, "cpu").lowering == "gemm"
+  assert models.create_model(cfg, "cpu").lowering == "winograd"
   assert models.create_model(cfg, "gpu").lowering == "xla"
 
 
@@ -81,13 +84,14 @@ def test_step_flops_count_the_gemm_lowering_in_full():
   """Cost analysis counts a scan body once; step_flops must give both lowerings the same count."""
   batch = {"image": np.zeros((16, 32, 32), np.uint8), "label": np.zeros(16, np.int32)}
   counts = []
-  for lowering in ("xla", "gemm"):
+  for lowering in ("xla", "gemm", "winograd"):
     model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), lowering=lowering)
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
     counts.append(train_step.step_flops(model, state, batch, 1.0, (0.1, 0.05)))
-  assert counts[0] > 0 and counts[0] == counts[1]
+  assert counts[0] > 0 and counts[0] == counts[1] == counts[2]
 
 
-def test_gemm_lowering_refuses_even_kernels():
-  with pytest.raises(ValueError, match="odd kernel sizes"):
-    conv.Conv(4, (2, 2), impl="gemm").init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))
+@pytest.mark.parametrize("impl", ["gemm", "winograd"])
+def test_matmul_lowerings_refuse_even_kernels(impl):
+  with pytest.raises(ValueError, match=f"the {impl} lowering needs odd kernel sizes"):
+    conv.Conv(4, (2, 2), impl=impl).init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))
