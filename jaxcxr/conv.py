@@ -145,6 +145,8 @@ def _matmul_conv_bwd(winograd_ok, residuals, g):
   dx = _forward(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), winograd_ok)
   if winograd_ok and _uses_winograd(kernel.shape, 2 * _WINOGRAD_CHANNELS):
     dk = winograd.kernel_grad(x, g)
+  elif kernel.shape[2] == 1:  # a 1-row GEMM patch cannot use the matmul units; XLA's own was faster
+    dk = jax.vjp(lambda k: conv_xla(x, k), kernel)[1](g)[0]
   else:
     dk = _lag_kernel_grad(x, g, kernel.shape)
   return dx, dk.astype(kernel.dtype)
