@@ -18,7 +18,7 @@ computes the same function through the matmul path instead:
 The `winograd` lowering is `gemm` with one more algorithm for the wide layers:
 3x3 convs whose channels are all at least `_WINOGRAD_CHANNELS` run their
 forward pass and input gradient as Winograd F(2x2, 3x3) (`winograd.py`,
-2.25x fewer multiplies), and from twice that width their kernel gradient too.
+2.25x fewer multiplies), and wider ones their kernel gradient too.
 
 All lowerings compute the same values to float32 rounding; tests/test_conv.py
 checks forward values, both gradients and 10 Adam steps against flax.
@@ -43,11 +43,12 @@ _CHUNK_IMAGES = 2
 # gradient as row-lag GEMMs; outside it XLA's own convolution was faster on
 # the dev machine (python -m jaxcxr.bench --layers prints the per-layer timings).
 _LAG_CHANNELS = (48, 192)
-# 3x3 layers with at least this many input and output channels run forward passes and input
-# gradients as Winograd F(2x2, 3x3) in the `winograd` lowering; with twice as many, kernel
-# gradients too. Below, the transforms' memory traffic outweighed the saved multiplies
-# on the dev machine (python -m jaxcxr.bench --layers).
+# In the `winograd` lowering, 3x3 layers with at least this many input and output channels run
+# forward passes and input gradients as Winograd F(2x2, 3x3), and layers with at least
+# (min(ci, co), ci + co) channels their kernel gradients too. Below, the transforms' memory
+# traffic outweighed the saved multiplies on the dev machine (python -m jaxcxr.bench --layers).
 _WINOGRAD_CHANNELS = 32
+_WINOGRAD_KERNEL_GRAD_CHANNELS = (64, 192)
 
 
 def conv_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -92,8 +93,9 @@ def _taps_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return sum(xp[:, i:i + h, j:j + w] * kernel[i, j, 0] for i in range(kh) for j in range(kw))
 
 
-def _uses_winograd(kernel_shape: tuple[int, ...], min_channels: int) -> bool:
-  return tuple(kernel_shape[:2]) == (3, 3) and min(kernel_shape[2:]) >= min_channels
+def _uses_winograd(kernel_shape: tuple[int, ...], min_channels: int, min_total: int = 0) -> bool:
+  ci, co = kernel_shape[2:]
+  return tuple(kernel_shape[:2]) == (3, 3) and min(ci, co) >= min_channels and ci + co >= min_total
 
 
 def _forward(x: jax.Array, kernel: jax.Array, winograd_ok: bool) -> jax.Array:
@@ -143,7 +145,7 @@ def _matmul_conv_bwd(winograd_ok, residuals, g):
   x, kernel = residuals
   # The input gradient is the 'SAME' convolution of g with the flipped, transposed kernel (odd sizes).
   dx = _forward(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), winograd_ok)
-  if winograd_ok and _uses_winograd(kernel.shape, 2 * _WINOGRAD_CHANNELS):
+  if winograd_ok and _uses_winograd(kernel.shape, *_WINOGRAD_KERNEL_GRAD_CHANNELS):
     dk = winograd.kernel_grad(x, g)
   elif kernel.shape[2] == 1:  # a 1-row GEMM patch cannot use the matmul units; XLA's own was faster
     dk = jax.vjp(lambda k: conv_xla(x, k), kernel)[1](g)[0]

@@ -13,11 +13,11 @@ from jaxcxr import conv, models, train_step
 
 # Shapes reach every forward lowering: XLA's conv (3+5, 2+3 channels), taps (1 input channel),
 # row-lag GEMM (24+32, odd batch and width), a 5x5 kernel, and under `winograd` a 3x3 layer
-# whose forward, input gradient and kernel gradient are all Winograd (64+64, odd height).
+# whose forward, input gradient and kernel gradient are all Winograd (64+128, odd height).
 @pytest.mark.parametrize("impl", ["gemm", "winograd"])
 @pytest.mark.parametrize("shape, features, kernel_size", [
     ((4, 10, 10, 3), 5, (3, 3)), ((2, 7, 9, 1), 8, (3, 3)), ((64, 6, 6, 2), 3, (3, 3)),
-    ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5)), ((2, 5, 6, 64), 64, (3, 3))])
+    ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5)), ((2, 5, 6, 64), 128, (3, 3))])
 def test_matches_flax_conv_forward_and_gradients(shape, features, kernel_size, impl):
   x = jax.random.normal(jax.random.key(1), shape)
   reference = nn.Conv(features, kernel_size, padding="SAME")
