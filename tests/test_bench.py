@@ -70,7 +70,7 @@ def test_torch_twin_has_the_same_parameter_count():
   assert captured["count"] == jax_count
 
 
-def test_layers_lists_every_conv_with_both_lowerings():
+def test_layers_lists_every_conv_with_every_lowering():
   from configs import tiny
   model = tiny.get_config().model
   layers = _bench("--layers")["conv_layers"]
@@ -78,7 +78,8 @@ def test_layers_lists_every_conv_with_both_lowerings():
   assert [row["kernel"][3] for row in layers] == [w for w in model.widths for _ in range(model.convs_per_block)]
   assert layers[0]["input"] == [8, 32, 32, 1] and layers[1]["input"][3] == model.widths[0]
   for row in layers:
-    for lowering in ("xla", "gemm"):
+    assert set(row) == {"input", "kernel", "xla", "gemm", "winograd"}
+    for lowering in ("xla", "gemm", "winograd"):
       assert set(row[lowering]) == {"forward_ms", "input_grad_ms", "kernel_grad_ms"}
       assert all(ms > 0 for ms in row[lowering].values())
 
