@@ -13,7 +13,8 @@ computes the same function through the matmul path instead:
 * the kernel gradient as the transposed GEMM of those row patches against the
   output gradient shifted by 0..2 rows;
 * a single-channel input layer as 9 shifted multiply-adds (a GEMM with K=9
-  cannot use the matmul units; the multiply-adds fuse with the bias and ReLU).
+  cannot use the matmul units; the multiply-adds fuse with the bias and ReLU),
+  and its kernel gradient as XLA's own convolution, for the same reason.
 
 The `winograd` lowering is `gemm` with one more algorithm for the wide layers:
 3x3 convs whose channels are all at least `_WINOGRAD_CHANNELS` run their
@@ -94,6 +95,7 @@ def _taps_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _uses_winograd(kernel_shape: tuple[int, ...], min_channels: int, min_total: int = 0) -> bool:
+  """Whether a 3x3 layer is wide enough for Winograd: min(ci, co) and ci + co at least these."""
   ci, co = kernel_shape[2:]
   return tuple(kernel_shape[:2]) == (3, 3) and min(ci, co) >= min_channels and ci + co >= min_total
 
@@ -134,6 +136,7 @@ def _lag_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _matmul_conv(x: jax.Array, kernel: jax.Array, winograd_ok: bool) -> jax.Array:
+  """`conv_xla` with hand-picked lowerings for each pass; `winograd_ok` lets wide layers use Winograd."""
   return _forward(x, kernel, winograd_ok)
 
 
