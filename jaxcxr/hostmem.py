@@ -9,7 +9,7 @@ to keep one heap (no per-thread arenas, whose large requests fall back to
 `mmap`), never to `mmap` a request, and never to give freed memory back lets
 the next step reuse the same pages. The price is memory: the heap never
 shrinks and fragments, so a 224 px training run's peak RSS grew from 1.2 to
-1.8 GB (python -m jaxcxr.data.bench).
+1.8 GB with the gemm lowering (python -m jaxcxr.data.bench; 1.9-2.3 GB with winograd).
 
 Only the CPU path asks for this, before the backend starts its threads; where
 the C library is not glibc it does nothing.
