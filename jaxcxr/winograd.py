@@ -98,6 +98,11 @@ def _images_per_chunk(x: jax.Array) -> int:
   return next((d for d in range(1, b + 1) if b % d == 0 and d * x[0].nbytes >= _CHUNK_BYTES), b)
 
 
+def _in_chunks(x: jax.Array, n: int) -> jax.Array:
+  """(B, ...) -> (B / n, n, ...): the leading axis `lax.scan` steps over."""
+  return x.reshape(x.shape[0] // n, n, *x.shape[1:])
+
+
 def _pad_even(x: jax.Array) -> jax.Array:
   """Adds a zero row/column to an odd height/width: 'SAME' padding is zero anyway, so outputs are unchanged."""
   return jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
@@ -114,20 +119,19 @@ def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   def one(_, xc):
     return None, _output(_batched_dot(_input_tiles(xc), u, (2, 1)), out_shape).astype(x.dtype)
 
-  y = lax.scan(one, None, xe.reshape(b // n, n, *xe.shape[1:]))[1]
+  y = lax.scan(one, None, _in_chunks(xe, n))[1]
   return y.reshape(b, he, we, -1)[:, :h, :w]
 
 
 def kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
   """d(loss)/d(kernel) of `conv` for input `x` and output gradient `g`, accumulated over image chunks."""
   xe, ge = _pad_even(x), _pad_even(g)
-  b, n = x.shape[0], _images_per_chunk(xe)
+  n = _images_per_chunk(xe)
   ci, co = x.shape[3], g.shape[3]
 
   def one(acc, xg):
     xc, gc = xg
     return acc + _batched_dot(_input_tiles(xc), _output_transposed(gc), (1, 1)), None
 
-  chunks = (xe.reshape(b // n, n, *xe.shape[1:]), ge.reshape(b // n, n, *ge.shape[1:]))
-  tiles, _ = lax.scan(one, jnp.zeros((16, ci, co), jnp.float32), chunks)
+  tiles, _ = lax.scan(one, jnp.zeros((16, ci, co), jnp.float32), (_in_chunks(xe, n), _in_chunks(ge, n)))
   return _kernel_from_tiles(tiles)

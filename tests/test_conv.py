@@ -19,6 +19,9 @@ from jaxcxr import conv, models, train_step
     ((4, 10, 10, 3), 5, (3, 3)), ((2, 7, 9, 1), 8, (3, 3)), ((64, 6, 6, 2), 3, (3, 3)),
     ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5)), ((2, 5, 6, 64), 128, (3, 3))])
 def test_matches_flax_conv_forward_and_gradients(shape, features, kernel_size, impl):
+  if shape[3] == 64:  # the case the comment above promises reaches every Winograd pass
+    assert conv._uses_winograd((*kernel_size, shape[3], features), conv._WINOGRAD_CHANNELS)
+    assert conv._uses_winograd((*kernel_size, shape[3], features), *conv._WINOGRAD_KERNEL_GRAD_CHANNELS)
   x = jax.random.normal(jax.random.key(1), shape)
   reference = nn.Conv(features, kernel_size, padding="SAME")
   params = reference.init(jax.random.key(0), x)
