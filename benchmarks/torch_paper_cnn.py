@@ -13,12 +13,25 @@ import ml_collections
 import numpy as np
 
 
-def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_rate: float):
-  """Returns `step(images_uint8 (B, H, W), labels (B,)) -> loss`, one Adam update per call."""
+def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_rate: float,
+              images: np.ndarray, labels: np.ndarray, device: str = "cpu"):
+  """Returns `step() -> loss`, one Adam update on `images` (B, H, W uint8) and `labels` per call.
+
+  The batch is copied to `device` ('cpu' or 'cuda') once, as the JAX side's is.
+  On CUDA, cuDNN picks each convolution's fastest algorithm (as XLA's autotuner
+  does) and float32 matmuls may use TF32, as under XLA's default precision.
+  `model_cfg.dtype == 'bfloat16'` runs the step under bf16 autocast, the
+  counterpart of the JAX model's bf16 compute with float32 parameters.
+  """
   import torch  # pylint: disable=g-import-not-at-top  # optional: only the benchmark needs it
   from torch import nn  # pylint: disable=g-import-not-at-top
 
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  device = torch.device(device)
+  if device.type == "cuda":
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+  else:
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
   layers, channels, size = [], 1, image_size
   for width in model_cfg.widths:
     for _ in range(model_cfg.convs_per_block):
@@ -32,17 +45,21 @@ def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_ra
     layers += [nn.Linear(features, units), nn.ReLU(), nn.Dropout(model_cfg.dropout)]
     features = units
   layers.append(nn.Linear(features, 1))
-  model = nn.Sequential(*layers).train()
+  model = nn.Sequential(*layers).to(device).train()
   optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
   loss_fn = nn.BCEWithLogitsLoss()
+  pixels = torch.from_numpy(images).to(device)
+  targets = torch.from_numpy(labels).float().to(device)
+  bf16 = model_cfg.dtype == "bfloat16"
 
-  def step(images: np.ndarray, labels: np.ndarray) -> float:
-    x = (torch.from_numpy(images).float() - 127.5) / 64.0
-    y = torch.from_numpy(labels).float()
+  def step() -> float:
+    x = (pixels.float() - 127.5) / 64.0
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x[:, None])[:, 0], y)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+      logits = model(x[:, None])[:, 0]
+    loss = loss_fn(logits.float(), targets)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach())  # waits for the step, as the JAX side's block_until_ready does
 
   return step

@@ -9,7 +9,7 @@
 Builds the state and step exactly as training does (`train_step.create_state`,
 `train_step.jit_steps`, the config's optimizer), warms up, then times each step
 after `block_until_ready`. FLOPs per step come from XLA's cost analysis; the
-peak is a large float32 matmul timed in the same process on the same device.
+peak is a large matmul in the model's compute dtype, timed in the same process on the same device.
 With --torch, the PyTorch twin (`benchmarks/torch_paper_cnn.py`) runs the same shapes,
 one step each in turn, so both see the same machine state. With --layers, each
 convolution of the model is also timed alone (forward, input gradient, kernel
@@ -62,9 +62,15 @@ def _times_ms(fn, *args, repeats: int = 5) -> list[float]:
   return times
 
 
-def matmul_peak_flops(device: jax.Device, n: int = 2048) -> float:
-  """Best float32 FLOP/s of an n x n matmul on `device`: the ceiling the step is compared with."""
-  a = jax.device_put(jnp.ones((n, n), jnp.float32), device)
+def matmul_peak_flops(device: jax.Device, dtype=jnp.float32) -> float:
+  """Best FLOP/s of a square matmul in `dtype` on `device`: the ceiling the step is compared with.
+
+  2048 wide on a CPU (seconds of work at most); 8192 on a GPU, where a smaller
+  product takes too few microseconds to fill the chip and outlast the launch.
+  Random operands: zeros run faster than real data on some GPUs.
+  """
+  n = 2048 if device.platform == "cpu" else 8192
+  a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
   return 2.0 * n ** 3 / (min(_times_ms(jax.jit(jnp.matmul), a, a)) / 1000.0)
 
 
@@ -147,11 +153,12 @@ def _run():
   t = time.perf_counter()
   step = train.lower(state, data).compile()
   compile_s = time.perf_counter() - t
-  torch_step = twin.make_step(config.model, size, config.train.learning_rate) if twin else None
+  torch_step = twin.make_step(config.model, size, config.train.learning_rate, host["image"], host["label"],
+                              "cuda" if device.platform == "gpu" else "cpu") if twin else None
   for _ in range(_WARMUP.value):
     state = step(state, data)
     if torch_step:
-      torch_step(host["image"], host["label"])
+      torch_step()
   jax.block_until_ready(state)
   jax_ms, torch_ms = [], []
   for _ in range(_STEPS.value):
@@ -161,15 +168,16 @@ def _run():
     jax_ms.append(1000.0 * (time.perf_counter() - t))
     if torch_step:
       t = time.perf_counter()
-      torch_step(host["image"], host["label"])
+      torch_step()
       torch_ms.append(1000.0 * (time.perf_counter() - t))
   flops = train_step.step_flops(model, state, data, 1.0, photometric)
-  peak = matmul_peak_flops(device)
+  peak = matmul_peak_flops(device, model.dtype)
   result = {"device": devices.describe(device), "model": config.model.to_dict(),
             "lowering": model.lowering, "image_size": size,
             "batch_size": batch, "optimizer": config.train.optimizer, "compile_s": compile_s,
             "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
-            "matmul_peak_flops_per_s": peak}
+            "matmul_peak_flops_per_s": peak, "matmul_peak_dtype": jnp.dtype(model.dtype).name,
+            "default_matmul_precision": jax.config.jax_default_matmul_precision or "default"}
   if flops:
     result["jax"]["achieved_flops_per_s"] = flops / (result["jax"]["median_ms"] / 1000.0)
     result["jax"]["fraction_of_peak"] = result["jax"]["achieved_flops_per_s"] / peak

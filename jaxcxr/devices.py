@@ -6,6 +6,7 @@ platform name into a `jax.Device`, or into a clear error when JAX has no such ba
 """
 
 import logging
+import os
 
 import jax
 
@@ -50,6 +51,7 @@ def describe(device: jax.Device) -> dict:
       "jax_version": jax.__version__,
       "local_device_count": jax.local_device_count(device.platform),
       "host_memory_retained": hostmem.retained(),
+      "host_cores": len(os.sched_getaffinity(0)),
   }
 
 

@@ -28,8 +28,14 @@ def _ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[
 
 
 def line_chart(path: str | pathlib.Path, title: str, xlabel: str, ylabel: str,
-               series: dict[str, tuple[list[float], list[float]]]) -> None:
-  """Writes a PNG with one line per named (xs, ys) series."""
+               series: dict[str, tuple[list[float], list[float]]], log_y: bool = False) -> None:
+  """Writes a PNG with one line per named (xs, ys) series.
+
+  `log_y` draws the y axis in decades, so that series hundreds of times apart
+  (a GPU's step beside one CPU core's) are all readable; its values must be > 0.
+  """
+  if log_y:
+    series = {name: (xs, [None if y is None else math.log10(y) for y in ys]) for name, (xs, ys) in series.items()}
   points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if y is not None]
   xs_all, ys_all = [p[0] for p in points] or [0, 1], [p[1] for p in points] or [0, 1]
   x0, x1 = min(xs_all), max(xs_all) if max(xs_all) > min(xs_all) else min(xs_all) + 1
@@ -44,11 +50,11 @@ def line_chart(path: str | pathlib.Path, title: str, xlabel: str, ylabel: str,
             HEIGHT - bottom - (y - y0) / (y1 - y0) * (HEIGHT - top - bottom))
 
   draw.rectangle([left, top, WIDTH - right, HEIGHT - bottom], outline="black")
-  for t in _ticks(y0, y1):
+  for t in _ticks(y0, y1, integer=log_y):
     _, y = px(x0, t)
     draw.line([left - 4, y, left, y], fill="black")
     draw.line([left, y, WIDTH - right, y], fill=(230, 230, 230))
-    draw.text((4, y - 6), f"{t:.4g}", fill="black")
+    draw.text((4, y - 6), f"{10 ** t if log_y else t:.4g}", fill="black")
   for t in _ticks(x0, x1, integer=all(float(x).is_integer() for x in xs_all)):
     x, _ = px(t, y0)
     draw.line([x, HEIGHT - bottom, x, HEIGHT - bottom + 4], fill="black")

@@ -39,6 +39,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset; absent = the embedde
 _OVERRIDES = flags.DEFINE_list("overrides", [], "Config overrides for every run, e.g. train.epochs=3.")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Time figures switch to a log axis when the slowest time is this many times the fastest: a GPU line
+# beside a single core's would otherwise lie flat on the x axis.
+LOG_SCALE_RATIO = 20.0
 # run.py's --platform, and JAX_PLATFORMS for the process (None: unset, JAX finds the GPU itself).
 PLATFORMS = {"cpu": ("cpu", "cpu"), "cpu1": ("cpu", "cpu"), "gpu": ("gpu", None)}
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -75,7 +78,8 @@ def run_platform(platform: str, out: pathlib.Path) -> dict:
     reason = lines[-1].removeprefix("error: ") if lines else f"exit {result.returncode}"
     return {"platform": platform, "ran": False, "reason": reason}
   summary = json.loads((workdir / "summary.json").read_text())
-  return {"platform": platform, "ran": True, "device": summary["device"], "timing": summary["timing"],
+  return {"platform": platform, "ran": True, "device": summary["device"], "lowering": summary["lowering"],
+          "timing": summary["timing"],
           "epochs": summary["epochs"], "test": summary["test"]}
 
 
@@ -113,17 +117,19 @@ def _row(cells) -> str:
 def markdown(results: list[dict], comparison: dict) -> str:
   ran = [r for r in results if r["ran"]]
   lines = ["# CPU vs GPU training time", "", "## Platforms", "",
-           _row(["platform", "device", "compile s", "median ms/step", "mean s/epoch", "FLOPs/step", "status"]),
-           _row(["---"] * 7)]
+           _row(["platform", "device", "cores", "conv lowering", "compile s", "median ms/step", "mean s/epoch",
+                 "FLOPs/step", "status"]),
+           _row(["---"] * 9)]
   for r in results:
     if r["ran"]:
       c = comparison["platforms"][r["platform"]]
       flops = r["timing"].get("flops_per_step")
-      lines.append(_row([r["platform"], r["device"]["device_kind"], f"{r['timing']['compile_s']:.2f}",
+      lines.append(_row([r["platform"], r["device"]["device_kind"], r["device"]["host_cores"], r["lowering"],
+                         f"{r['timing']['compile_s']:.2f}",
                          f"{c['median_ms_per_step']:.2f}", f"{c['mean_sec_per_epoch']:.2f}",
                          f"{flops:.3g}" if flops else "n/a", "ran"]))
     else:
-      lines.append(_row([r["platform"], "-", "-", "-", "-", "-", f"not run: {r['reason']}"]))
+      lines.append(_row([r["platform"], *["-"] * 7, f"not run: {r['reason']}"]))
   if not ran:
     return "\n".join(lines) + "\n"
   ref = comparison["reference"]
@@ -159,8 +165,12 @@ def figures(results: list[dict], out: pathlib.Path) -> list[str]:
            for r in ran for s in [[t for e in r["epochs"] for t in e["step_ms"]]]}
   epochs = {r["platform"]: ([e["epoch"] for e in r["epochs"]], [e["sec_per_epoch"] for e in r["epochs"]])
             for r in ran}
-  plots.line_chart(out / "step_times.png", "Time per training step (paper Fig. 7)", "step", "ms", steps)
-  plots.line_chart(out / "epoch_times.png", "Time per epoch (paper Fig. 8)", "epoch", "s", epochs)
+  for name, title, xlabel, unit, series in (
+      ("step_times.png", "Time per training step (paper Fig. 7)", "step", "ms", steps),
+      ("epoch_times.png", "Time per epoch (paper Fig. 8)", "epoch", "s", epochs)):
+    times = [t for _, ts in series.values() for t in ts]
+    log_y = max(times) > LOG_SCALE_RATIO * min(times)
+    plots.line_chart(out / name, title, xlabel, f"{unit} (log scale)" if log_y else unit, series, log_y=log_y)
   for metric, title in (("loss", "Loss (paper Fig. 5)"), ("accuracy", "Accuracy (paper Fig. 6)")):
     series = {f"{r['platform']} {split}": ([e["epoch"] for e in r["epochs"]],
                                            [e[f"{split}_{metric}"] for e in r["epochs"]])

@@ -234,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   test = evaluate(run, state, splits["test"])
   test.pop("loss")
   summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s, flops),
-             "device": devices.describe(device), "synthetic": data_dir is None,
+             "device": devices.describe(device), "lowering": model.lowering, "synthetic": data_dir is None,
              "pos_weight": pos_weight, "split_sizes": {k: len(v) for k, v in splits.items()},
              "split_positives": {k: v.num_positive for k, v in splits.items()},
              "epochs": history, "config": config.to_dict()}

@@ -123,11 +123,20 @@ def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: flo
 
   The `gemm` lowering loops over batch chunks with `lax.scan`, whose body cost
   analysis counts once; the same function lowered the `xla` way counts every
-  FLOP. Only lowered (not compiled) here, so this costs well under a second.
+  FLOP. It is lowered for the host CPU whatever the device, from shapes alone:
+  XLA's cost analysis of an uncompiled module answers only on the CPU backend
+  (None from the GPU's), and the count is the same on every platform. Not
+  compiled, so this costs well under a second. None if JAX has no CPU backend.
   """
+  try:
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  except RuntimeError:  # JAX_PLATFORMS names no cpu
+    return None
   plain = model.clone(lowering="xla") if hasattr(model, "lowering") else model
   step, _ = jit_steps(pos_weight, model.dtype, photometric)
-  analysis = step.lower(state.replace(apply_fn=plain.apply), batch).cost_analysis()
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu),
+                        (state.replace(apply_fn=plain.apply), batch))
+  analysis = step.lower(*shapes).cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get("flops")

@@ -32,6 +32,13 @@ def test_json_schema():
   assert jax_stats["achieved_flops_per_s"] == pytest.approx(data["flops_per_step"] / jax_stats["median_ms"] * 1e3)
   assert "torch" not in data
   assert data["device"]["host_memory_retained"] in (True, False)  # False only off glibc
+  assert data["matmul_peak_dtype"] == "float32"
+
+
+def test_bfloat16_step_is_compared_with_a_bfloat16_peak():
+  data = _bench("--config.model.dtype=bfloat16")
+  assert data["model"]["dtype"] == "bfloat16" and data["matmul_peak_dtype"] == "bfloat16"
+  assert data["jax"]["fraction_of_peak"] > 0
 
 
 def test_torch_twin_side_by_side():
@@ -47,6 +54,7 @@ def test_torch_twin_has_the_same_parameter_count():
   torch = pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
   import jax
   import jax.numpy as jnp
+  import numpy as np
 
   from configs import paper
   from jaxcxr import bench, models
@@ -64,7 +72,7 @@ def test_torch_twin_has_the_same_parameter_count():
 
   torch.optim.Adam = spy
   try:
-    bench.load_torch_twin().make_step(cfg.model, 180, 1e-3)
+    bench.load_torch_twin().make_step(cfg.model, 180, 1e-3, np.zeros((2, 180, 180), np.uint8), np.zeros(2, np.int32))
   finally:
     torch.optim.Adam = original
   assert captured["count"] == jax_count
@@ -108,3 +116,18 @@ def test_torch_flag_without_pytorch_exits_with_the_install_hint(tmp_path):
 
 def test_noretain_host_memory_leaves_glibc_defaults():
   assert _bench("--noretain_host_memory")["device"]["host_memory_retained"] is False
+
+
+@IMPORTS_BENCH
+def test_torch_twin_trains_under_bfloat16_autocast():
+  pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  import numpy as np
+
+  from configs import tiny
+  from jaxcxr import bench
+  cfg = tiny.get_config().model
+  cfg.dtype = "bfloat16"
+  images = np.random.default_rng(0).integers(0, 256, (4, 32, 32)).astype(np.uint8)
+  step = bench.load_torch_twin().make_step(cfg, 32, 1e-3, images, np.array([0, 1, 0, 1], np.int32))
+  losses = [step() for _ in range(3)]
+  assert all(np.isfinite(losses)) and losses[-1] != losses[0]

@@ -67,10 +67,15 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
       np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-def test_auto_resolves_by_platform():
+def test_auto_resolves_by_platform_and_cores():
+  assert models.resolve_lowering("auto", "cpu", cores=1) == "winograd"
+  assert models.resolve_lowering("auto", "cpu", cores=models.WINOGRAD_MAX_CORES) == "winograd"
+  assert models.resolve_lowering("auto", "cpu", cores=models.WINOGRAD_MAX_CORES + 1) == "xla"
+  assert models.resolve_lowering("auto", "gpu", cores=1) == "xla"
+  assert models.resolve_lowering("gemm", "cpu", cores=64) == "gemm"
   cfg = default.get_config().model
-  assert models.create_model(cfg, "cpu").lowering == "winograd"
   assert models.create_model(cfg, "gpu").lowering == "xla"
+  assert models.create_model(cfg, "cpu").lowering == models.resolve_lowering("auto", "cpu")
 
 
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9)])

@@ -19,3 +19,18 @@ def test_ticks_are_round_numbers():
 
 def test_integer_axes_get_whole_ticks():
   assert plots._ticks(1, 3, integer=True) == [1, 2, 3]
+
+
+def test_log_axis_spreads_series_orders_of_magnitude_apart(tmp_path):
+  # 1, 30 and 1000 ms: on a log axis the middle series sits near mid-height, on a linear one near the bottom.
+  series = {name: ([1, 2, 3], [v] * 3) for name, v in (("gpu", 1.0), ("cpu", 30.0), ("cpu1", 1000.0))}
+  rows = {}
+  for log_y in (False, True):
+    plots.line_chart(tmp_path / "c.png", "t", "step", "ms", series, log_y=log_y)
+    pixels = np.asarray(Image.open(tmp_path / "c.png").convert("RGB"))
+    rows[log_y] = np.nonzero((pixels == plots.COLORS[1]).all(axis=2))[0]
+  top, bottom = plots.MARGIN[1], plots.HEIGHT - plots.MARGIN[3]
+  middle = lambda r: (np.median(r) - top) / (bottom - top)  # noqa: E731  # 0 at the top, 1 at the bottom; the median
+  # row of the line, not of its legend swatch
+  assert 0.4 < middle(rows[True]) < 0.6
+  assert middle(rows[False]) > 0.85
