@@ -42,6 +42,11 @@ def select_device(platform: str, retain_host_memory: bool = True) -> jax.Device:
   return devices[0]
 
 
+def host_cores() -> int:
+  """Cores this process may run on: its affinity mask where the OS has one (Linux; `taskset` narrows it)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def describe(device: jax.Device) -> dict:
   """What the logs and the summary record about the device a run used."""
   return {
@@ -51,7 +56,7 @@ def describe(device: jax.Device) -> dict:
       "jax_version": jax.__version__,
       "local_device_count": jax.local_device_count(device.platform),
       "host_memory_retained": hostmem.retained(),
-      "host_cores": len(os.sched_getaffinity(0)),
+      "host_cores": host_cores(),
   }
 
 

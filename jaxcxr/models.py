@@ -1,6 +1,5 @@
 """Model definitions only: no training code. Models are chosen by name from `config.model.name`."""
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxcxr.conv import LOWERINGS, Conv
+from jaxcxr.devices import host_cores
 from jaxcxr.errors import UserError
 
 
@@ -81,7 +81,7 @@ def resolve_lowering(lowering: str, platform: str, cores: int | None = None) -> 
   """The concrete lowering for `auto`: `winograd` on a CPU of few cores, else `xla` (GPU, many-core CPU)."""
   if lowering != "auto":
     return lowering
-  cores = len(os.sched_getaffinity(0)) if cores is None else cores
+  cores = host_cores() if cores is None else cores
   return "winograd" if platform == "cpu" and cores <= WINOGRAD_MAX_CORES else "xla"
 
 

@@ -36,3 +36,12 @@ def test_cpu_selection_retains_freed_host_memory_first(monkeypatch):
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"), reason="the setting is glibc's")
 def test_run_summaries_record_retained_host_memory():
   assert devices.describe(devices.select_device("cpu"))["host_memory_retained"] is True
+
+
+def test_host_cores_follows_the_affinity_mask(monkeypatch):
+  assert devices.host_cores() >= 1
+  monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+  assert devices.host_cores() == 1
+  monkeypatch.delattr(devices.os, "sched_getaffinity")  # macOS has none: every core counts
+  monkeypatch.setattr(devices.os, "cpu_count", lambda: 6)
+  assert devices.host_cores() == 6
