@@ -70,10 +70,10 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # `auto` on a CPU with at most this many cores picks `winograd`, above it `xla`. The gemm/winograd
 # convolutions loop over a few images at a time, work too small to spread over many cores; XLA's own
-# convolutions take the whole batch at once and scale with the cores. Paper CNN, 224 px, batch 32 (`python -m jaxcxr.bench`), ms/step
-# xla vs winograd: 3485 vs 1442 on the 2-core development machine (AMD EPYC); on a 16-core Xeon
-# (Sapphire Rapids) pinned with taskset to 2, 4, 8 and 16 cores: 3267 vs 2301, 1576 vs 1862,
-# 888 vs 1558, 629 vs 1422.
+# convolutions take the whole batch at once and scale with the cores. Paper CNN, 224 px, batch 32
+# (`python -m jaxcxr.bench`), ms/step xla vs winograd: 3485 vs 1442 on the 2-core development machine
+# (AMD EPYC); on a 16-core Xeon (Sapphire Rapids) pinned with taskset to 2, 4, 8 and 16 cores: 3267 vs
+# 2301, 1576 vs 1862, 888 vs 1558, 629 vs 1422.
 WINOGRAD_MAX_CORES = 2
 
 

@@ -79,8 +79,7 @@ def run_platform(platform: str, out: pathlib.Path) -> dict:
     return {"platform": platform, "ran": False, "reason": reason}
   summary = json.loads((workdir / "summary.json").read_text())
   return {"platform": platform, "ran": True, "device": summary["device"], "lowering": summary["lowering"],
-          "timing": summary["timing"],
-          "epochs": summary["epochs"], "test": summary["test"]}
+          "timing": summary["timing"], "epochs": summary["epochs"], "test": summary["test"]}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
