@@ -45,7 +45,8 @@ def summary_table(summary: dict) -> str:
   """The test confusion matrix and metrics, plus the timing summary, as a small text table."""
   t, timing = summary["test"], summary["timing"]
   lines = [
-      f"Test split ({t['tn'] + t['fp'] + t['fn'] + t['tp']} images){' [SYNTHETIC DATA]' if summary['synthetic'] else ''}",
+      f"Test split ({t['tn'] + t['fp'] + t['fn'] + t['tp']} images)"
+      f"{' [SYNTHETIC DATA]' if summary['synthetic'] else ''}",
       "                 predicted healthy  predicted positive",
       f"  healthy        {t['tn']:17d}  {t['fp']:18d}",
       f"  positive       {t['fn']:17d}  {t['tp']:18d}",

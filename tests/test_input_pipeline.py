@@ -23,7 +23,8 @@ def _ids(batch):
 
 
 def test_each_epoch_is_a_fresh_permutation_of_full_batches():
-  ds = input_pipeline.train_dataset(input_pipeline.SplitSource(_split(20)), batch_size=6, epochs=2, seed=0, augment=_no_augment())
+  ds = input_pipeline.train_dataset(input_pipeline.SplitSource(_split(20)), batch_size=6, epochs=2, seed=0,
+                                    augment=_no_augment())
   assert len(ds) == 2 * 3
   epoch1 = sum((_ids(ds[b]) for b in range(3)), [])
   epoch2 = sum((_ids(ds[b]) for b in range(3, 6)), [])
@@ -33,7 +34,8 @@ def test_each_epoch_is_a_fresh_permutation_of_full_batches():
 
 
 def test_iterator_resume_continues_with_the_next_batch():
-  ds = input_pipeline.train_dataset(input_pipeline.SplitSource(_split()), 4, 3, seed=1, augment=default.get_config().data.augment)
+  ds = input_pipeline.train_dataset(input_pipeline.SplitSource(_split()), 4, 3, seed=1,
+                                    augment=default.get_config().data.augment)
   it = input_pipeline.train_iterator(ds, num_threads=2, prefetch=8)
   for _ in range(7):
     next(it)
