@@ -7,10 +7,10 @@ dependency: it lives outside the package, and only `python -m jaxcxr.bench
 --torch` loads it (by path, from the source checkout).
 """
 
-import os
-
 import ml_collections
 import numpy as np
+
+from jaxcxr.devices import host_cores
 
 
 def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_rate: float,
@@ -31,7 +31,7 @@ def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_ra
     torch.backends.cudnn.benchmark = True
     torch.set_float32_matmul_precision("high")
   else:
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(host_cores())
   layers, channels, size = [], 1, image_size
   for width in model_cfg.widths:
     for _ in range(model_cfg.convs_per_block):

@@ -14,6 +14,9 @@ from jaxcxr.fsutil import atomic_write_bytes
 
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207))
 WIDTH, HEIGHT, MARGIN = 900, 540, (80, 40, 30, 60)  # left, top, right, bottom
+# A y axis spanning more than this ratio is better drawn in decades: a GPU's step times beside one
+# CPU core's would otherwise lie flat on the x axis.
+LOG_SCALE_RATIO = 20.0
 
 
 def _ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
@@ -25,6 +28,12 @@ def _ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[
   step *= next(m for m in (1, 2, 5, 10) if raw <= m * step)
   step = max(step, 1) if integer else step
   return [i * step for i in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+
+
+def needs_log_axis(series: dict[str, tuple[list[float], list[float]]]) -> bool:
+  """Whether the largest y of these (positive) series is over `LOG_SCALE_RATIO` times the smallest."""
+  ys = [y for _, values in series.values() for y in values if y is not None]
+  return max(ys) > LOG_SCALE_RATIO * min(ys)
 
 
 def line_chart(path: str | pathlib.Path, title: str, xlabel: str, ylabel: str,

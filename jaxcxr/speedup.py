@@ -39,9 +39,6 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset; absent = the embedde
 _OVERRIDES = flags.DEFINE_list("overrides", [], "Config overrides for every run, e.g. train.epochs=3.")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Time figures switch to a log axis when the slowest time is this many times the fastest: a GPU line
-# beside a single core's would otherwise lie flat on the x axis.
-LOG_SCALE_RATIO = 20.0
 # run.py's --platform, and JAX_PLATFORMS for the process (None: unset, JAX finds the GPU itself).
 PLATFORMS = {"cpu": ("cpu", "cpu"), "cpu1": ("cpu", "cpu"), "gpu": ("gpu", None)}
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -167,8 +164,7 @@ def figures(results: list[dict], out: pathlib.Path) -> list[str]:
   for name, title, xlabel, unit, series in (
       ("step_times.png", "Time per training step (paper Fig. 7)", "step", "ms", steps),
       ("epoch_times.png", "Time per epoch (paper Fig. 8)", "epoch", "s", epochs)):
-    times = [t for _, ts in series.values() for t in ts]
-    log_y = max(times) > LOG_SCALE_RATIO * min(times)
+    log_y = plots.needs_log_axis(series)
     plots.line_chart(out / name, title, xlabel, f"{unit} (log scale)" if log_y else unit, series, log_y=log_y)
   for metric, title in (("loss", "Loss (paper Fig. 5)"), ("accuracy", "Accuracy (paper Fig. 6)")):
     series = {f"{r['platform']} {split}": ([e["epoch"] for e in r["epochs"]],

@@ -28,7 +28,14 @@ from jaxcxr.fsutil import ensure_writable_dir
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
 from jaxcxr.progress import Progress
-from jaxcxr.train_step import TrainState, create_state, jit_steps, step_flops, zero_sums
+from jaxcxr.train_step import (
+  TrainState,
+  create_state,
+  jit_steps,
+  placed_shapes,
+  step_flops,
+  zero_sums,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   sharding = jax.sharding.SingleDeviceSharding(device)
   run = Run(config, workdir, splits, source, model, pos_weight, sharding, train_fn, eval_fn, spe, total)
   init = functools.partial(create_state, model, tx, config.data.image_size, config.train.seed)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                          jax.eval_shape(init))
+  abstract = placed_shapes(jax.eval_shape(init), sharding)
   ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint.keep, model_signature(config))
   try:
     restored = ckpt.restore(abstract)

@@ -117,6 +117,11 @@ def jit_steps(pos_weight: float, dtype: Any, photometric: tuple[float, float] = 
   return train, evaluate
 
 
+def placed_shapes(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """`tree` as shapes and dtypes placed by `sharding`, no data: enough to lower a step or restore into."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
 def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: float,
                photometric: tuple[float, float] = (0.0, 0.0)) -> float | None:
   """FLOPs of one training step from XLA's cost analysis of its plain formulation.
@@ -134,9 +139,7 @@ def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: flo
     return None
   plain = model.clone(lowering="xla") if hasattr(model, "lowering") else model
   step, _ = jit_steps(pos_weight, model.dtype, photometric)
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu),
-                        (state.replace(apply_fn=plain.apply), batch))
-  analysis = step.lower(*shapes).cost_analysis()
+  analysis = step.lower(*placed_shapes((state.replace(apply_fn=plain.apply), batch), cpu)).cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get("flops")

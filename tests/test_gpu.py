@@ -42,3 +42,13 @@ def test_bfloat16_step_on_the_gpu():
     state = step(state, batch)
   assert int(state.sums["first_nonfinite_step"]) == -1
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+
+
+def test_step_flops_counted_for_a_gpu_state_as_for_a_cpu_one():
+  # XLA's GPU backend analyses no uncompiled module; step_flops lowers for the host CPU instead.
+  model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), lowering="xla")
+  state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
+  batch = {"image": np.zeros((8, 32, 32), np.uint8), "label": np.zeros(8, np.int32)}
+  on_cpu = train_step.step_flops(model, state, batch, 1.0)
+  assert on_cpu > 0
+  assert train_step.step_flops(model, jax.device_put(state, GPU), jax.device_put(batch, GPU), 1.0) == on_cpu

@@ -30,7 +30,13 @@ def test_log_axis_spreads_series_orders_of_magnitude_apart(tmp_path):
     pixels = np.asarray(Image.open(tmp_path / "c.png").convert("RGB"))
     rows[log_y] = np.nonzero((pixels == plots.COLORS[1]).all(axis=2))[0]
   top, bottom = plots.MARGIN[1], plots.HEIGHT - plots.MARGIN[3]
-  middle = lambda r: (np.median(r) - top) / (bottom - top)  # noqa: E731  # 0 at the top, 1 at the bottom; the median
-  # row of the line, not of its legend swatch
+  # 0 at the top, 1 at the bottom; the median row is the line's, not its legend swatch's.
+  middle = lambda r: (np.median(r) - top) / (bottom - top)  # noqa: E731
   assert 0.4 < middle(rows[True]) < 0.6
   assert middle(rows[False]) > 0.85
+
+
+def test_log_axis_only_for_values_orders_of_magnitude_apart():
+  cpus = {"cpu1": ([1, 2], [809.0, 790.0]), "cpu": ([1, 2], [515.0, None])}
+  assert not plots.needs_log_axis(cpus)
+  assert plots.needs_log_axis({**cpus, "gpu": ([1, 2], [3.1, 3.0])})
