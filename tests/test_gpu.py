@@ -52,3 +52,16 @@ def test_step_flops_counted_for_a_gpu_state_as_for_a_cpu_one():
   on_cpu = train_step.step_flops(model, state, batch, 1.0)
   assert on_cpu > 0
   assert train_step.step_flops(model, jax.device_put(state, GPU), jax.device_put(batch, GPU), 1.0) == on_cpu
+
+
+def test_torch_twin_runs_on_cuda_beside_the_gpu_step():
+  torch = pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  if not torch.cuda.is_available():
+    pytest.skip("this PyTorch has no CUDA")
+  from configs import tiny
+  from jaxcxr import bench
+  images = np.random.default_rng(0).integers(0, 256, (4, 32, 32)).astype(np.uint8)
+  step = bench.load_torch_twin().make_step(tiny.get_config().model, 32, 1e-3, images,
+                                           np.array([0, 1, 0, 1], np.int32), "cuda")
+  losses = [step() for _ in range(3)]
+  assert all(np.isfinite(losses)) and losses[-1] != losses[0]
