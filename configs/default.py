@@ -48,8 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.dropout = 0.3
   model.dtype = "float32"          # float32 | bfloat16 (compute dtype; parameters stay float32)
   model.lowering = "auto"          # xla | gemm (row-lag GEMM convs, reshape pooling) | winograd (gemm +
-                                   # Winograd for wide layers) | auto: winograd on a CPU of <= 2 cores,
-                                   # xla elsewhere (GPU, many-core CPU; models.resolve_lowering)
+                                   # Winograd for wide layers) | direct (winograd + a compiled direct conv
+                                   # for narrow layers; needs a C++ compiler) | auto: direct (winograd
+                                   # without a compiler) on a CPU of <= 2 cores, xla elsewhere (GPU,
+                                   # many-core CPU; models.resolve_lowering)
 
   config.train = train = ml_collections.ConfigDict()
   train.epochs = 8

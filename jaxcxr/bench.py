@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, conv, devices, reporting, train_step
+from jaxcxr import augment, conv, devices, direct_conv, reporting, train_step
 from jaxcxr.errors import UserError
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
@@ -99,6 +99,8 @@ def time_conv_layers(shapes, device: jax.Device, dtype) -> list[dict]:
                     for i, shape in enumerate((x_shape, k_shape, (*x_shape[:3], k_shape[3]))))
     row = {"input": list(x_shape), "kernel": list(k_shape)}
     for name, fn in conv.IMPLS.items():
+      if name == "direct" and not direct_conv.available():
+        continue
       row[name] = {
           "forward_ms": _median_ms(jax.jit(fn), x, kernel),
           "input_grad_ms": _median_ms(jax.jit(lambda x, k, g, fn=fn: jax.vjp(lambda x_: fn(x_, k), x)[1](g)), x,

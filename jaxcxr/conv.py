@@ -21,6 +21,10 @@ The `winograd` lowering is `gemm` with one more algorithm for the wide layers:
 forward pass and input gradient as Winograd F(2x2, 3x3) (`winograd.py`,
 2.25x fewer multiplies), and wider ones their kernel gradient too.
 
+The `direct` lowering is `winograd` with the narrower 3x3 layers run by a
+compiled direct convolution (`direct_conv.py`): all three passes up to
+`_DIRECT_CHANNELS`, the kernel gradient up to `_DIRECT_KERNEL_GRAD_CHANNELS`.
+
 All lowerings compute the same values to float32 rounding; tests/test_conv.py
 checks forward values, both gradients and 10 Adam steps against flax.
 """
@@ -33,9 +37,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcxr import winograd
+from jaxcxr import direct_conv, winograd
 
-LOWERINGS = ("xla", "gemm", "winograd", "auto")
+LOWERINGS = ("xla", "gemm", "winograd", "direct", "auto")
 
 # Images per GEMM in the row-lag loops: keeps the 3x patch matrix cache-sized
 # (2 was fastest of 1-32 at every layer of the paper CNN on the dev machine).
@@ -50,6 +54,11 @@ _LAG_CHANNELS = (48, 192)
 # traffic outweighed the saved multiplies on the dev machine (python -m jaxcxr.bench --layers).
 _WINOGRAD_CHANNELS = 32
 _WINOGRAD_KERNEL_GRAD_CHANNELS = (64, 192)
+# In the `direct` lowering, 3x3 layers with ci + co up to these run forward passes and input gradients,
+# and kernel gradients, as compiled direct convolutions; above, Winograd's fewer multiplies won (the
+# direct kernel's weights outgrow the L1 cache) on the dev machine (python -m jaxcxr.bench --layers).
+_DIRECT_CHANNELS = 128
+_DIRECT_KERNEL_GRAD_CHANNELS = 256
 
 
 def conv_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -100,12 +109,20 @@ def _uses_winograd(kernel_shape: tuple[int, ...], min_channels: int, min_total: 
   return tuple(kernel_shape[:2]) == (3, 3) and min(ci, co) >= min_channels and ci + co >= min_total
 
 
-def _forward(x: jax.Array, kernel: jax.Array, winograd_ok: bool) -> jax.Array:
+def _uses_direct(x: jax.Array, kernel_shape: tuple[int, ...], impl: str, max_channels: int) -> bool:
+  """Whether the `direct` lowering runs this 3x3 layer's pass as compiled code: it fits and ci + co is small."""
+  return (impl == "direct" and direct_conv.fits(x.shape, kernel_shape, x.dtype)
+          and sum(kernel_shape[2:]) <= max_channels)
+
+
+def _forward(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
   """The fastest of the equal-valued lowerings for this layer's shape."""
   ci, co = kernel.shape[2:]
   if ci == 1:
     return _taps_conv(x, kernel)
-  if winograd_ok and _uses_winograd(kernel.shape, _WINOGRAD_CHANNELS):
+  if _uses_direct(x, kernel.shape, impl, _DIRECT_CHANNELS):
+    return direct_conv.conv(x, kernel)
+  if impl != "gemm" and _uses_winograd(kernel.shape, _WINOGRAD_CHANNELS):
     return winograd.conv(x, kernel)
   if _LAG_CHANNELS[0] <= ci + co <= _LAG_CHANNELS[1]:
     return _lag_conv(x, kernel)
@@ -135,20 +152,22 @@ def _lag_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) 
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _matmul_conv(x: jax.Array, kernel: jax.Array, winograd_ok: bool) -> jax.Array:
-  """`conv_xla` with hand-picked lowerings for each pass; `winograd_ok` lets wide layers use Winograd."""
-  return _forward(x, kernel, winograd_ok)
+def _matmul_conv(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+  """`conv_xla` with hand-picked lowerings for each pass; `impl` (gemm, winograd, direct) says which may run."""
+  return _forward(x, kernel, impl)
 
 
-def _matmul_conv_fwd(x, kernel, winograd_ok):
-  return _forward(x, kernel, winograd_ok), (x, kernel)
+def _matmul_conv_fwd(x, kernel, impl):
+  return _forward(x, kernel, impl), (x, kernel)
 
 
-def _matmul_conv_bwd(winograd_ok, residuals, g):
+def _matmul_conv_bwd(impl, residuals, g):
   x, kernel = residuals
   # The input gradient is the 'SAME' convolution of g with the flipped, transposed kernel (odd sizes).
-  dx = _forward(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), winograd_ok)
-  if winograd_ok and _uses_winograd(kernel.shape, *_WINOGRAD_KERNEL_GRAD_CHANNELS):
+  dx = _forward(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), impl)
+  if _uses_direct(x, kernel.shape, impl, _DIRECT_KERNEL_GRAD_CHANNELS):
+    dk = direct_conv.kernel_grad(x, g)
+  elif impl != "gemm" and _uses_winograd(kernel.shape, *_WINOGRAD_KERNEL_GRAD_CHANNELS):
     dk = winograd.kernel_grad(x, g)
   elif kernel.shape[2] == 1:  # a 1-row GEMM patch cannot use the matmul units; XLA's own was faster
     dk = jax.vjp(lambda k: conv_xla(x, k), kernel)[1](g)[0]
@@ -162,23 +181,29 @@ _matmul_conv.defvjp(_matmul_conv_fwd, _matmul_conv_bwd)
 
 def conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """`conv_xla`, computed and differentiated through the matmul path (same values, faster on CPU)."""
-  return _matmul_conv(x, kernel, False)
+  return _matmul_conv(x, kernel, "gemm")
 
 
 def conv_winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """`conv_gemm`, with Winograd F(2x2, 3x3) for the wide 3x3 layers (same values to rounding, faster on CPU)."""
-  return _matmul_conv(x, kernel, True)
+  return _matmul_conv(x, kernel, "winograd")
 
 
-IMPLS = {"xla": conv_xla, "gemm": conv_gemm, "winograd": conv_winograd}
+def conv_direct(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv_winograd`, with narrow 3x3 float32 layers run by the compiled direct kernel (`direct_conv.py`)."""
+  return _matmul_conv(x, kernel, "direct")
+
+
+IMPLS = {"xla": conv_xla, "gemm": conv_gemm, "winograd": conv_winograd, "direct": conv_direct}
 
 
 class Conv(nn.Module):
   """A stride-1 'SAME' conv with flax.linen.Conv's parameters (`kernel` HWIO, `bias`) and numerics.
 
   `impl` picks the lowering: `xla` (XLA's own), `gemm` (`conv_gemm`, odd
-  kernel sizes) or `winograd` (`conv_winograd`, likewise). All give the same
-  values; the parameter tree is the same, so checkpoints move between them.
+  kernel sizes), `winograd` (`conv_winograd`, likewise) or `direct`
+  (`conv_direct`, likewise). All give the same values; the parameter tree is
+  the same, so checkpoints move between them.
   """
   features: int
   kernel_size: tuple[int, int] = (3, 3)

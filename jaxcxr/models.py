@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxcxr import direct_conv
 from jaxcxr.conv import LOWERINGS, Conv
 from jaxcxr.devices import host_cores
 from jaxcxr.errors import UserError
@@ -41,8 +42,10 @@ class PaperCNN(nn.Module):
 
   `lowering` picks how the same function is computed: `xla` (flax's Conv and
   max_pool as XLA lowers them), `gemm` (`conv.conv_gemm`, pooling as
-  reshape + max), about 2x faster on CPU, or `winograd` (`gemm` plus Winograd
-  convs for the wide layers, faster still; README, "Performance"). Parameters are the same.
+  reshape + max), about 2x faster on CPU, `winograd` (`gemm` plus Winograd
+  convs for the wide layers, faster still) or `direct` (`winograd` plus a
+  compiled direct conv for the narrow layers, fastest; README, "Performance").
+  Parameters are the same.
   """
   widths: Sequence[int] = (16, 32, 64, 128)
   convs_per_block: int = 2
@@ -68,21 +71,25 @@ MODELS = {"paper_cnn": PaperCNN}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-# `auto` on a CPU with at most this many cores picks `winograd`, above it `xla`. The gemm/winograd
-# convolutions loop over a few images at a time, work too small to spread over many cores; XLA's own
-# convolutions take the whole batch at once and scale with the cores. Paper CNN, 224 px, batch 32
-# (`python -m jaxcxr.bench`), ms/step xla vs winograd: 3485 vs 1442 on the 2-core development machine
-# (AMD EPYC); on a 16-core Xeon (Sapphire Rapids) pinned with taskset to 2, 4, 8 and 16 cores: 3267 vs
-# 2301, 1576 vs 1862, 888 vs 1558, 629 vs 1422.
+# `auto` on a CPU with at most this many cores picks `direct` (or `winograd` where no C++ compiler can
+# build the direct kernel), above it `xla`. The gemm/winograd convolutions loop over a few images at a
+# time, work too small to spread over many cores; XLA's own convolutions take the whole batch at once
+# and scale with the cores. (`direct` splits the batch by image; it has been measured on 2 cores only.)
+# Paper CNN, 224 px, batch 32 (`python -m jaxcxr.bench`), ms/step xla vs winograd: 3485 vs 1442 on the
+# 2-core development machine (AMD EPYC); on a 16-core Xeon (Sapphire Rapids) pinned with taskset to 2,
+# 4, 8 and 16 cores: 3267 vs 2301, 1576 vs 1862, 888 vs 1558, 629 vs 1422.
 WINOGRAD_MAX_CORES = 2
 
 
 def resolve_lowering(lowering: str, platform: str, cores: int | None = None) -> str:
-  """The concrete lowering for `auto`: `winograd` on a CPU of few cores, else `xla` (GPU, many-core CPU)."""
+  """The concrete lowering for `auto`: `direct` (or `winograd` without a compiler) on a CPU of few cores,
+  else `xla` (GPU, many-core CPU)."""
   if lowering != "auto":
     return lowering
   cores = host_cores() if cores is None else cores
-  return "winograd" if platform == "cpu" and cores <= WINOGRAD_MAX_CORES else "xla"
+  if platform != "cpu" or cores > WINOGRAD_MAX_CORES:
+    return "xla"
+  return "direct" if direct_conv.available() else "winograd"
 
 
 def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu") -> nn.Module:
@@ -97,4 +104,8 @@ def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu") -> nn.Mo
   fields = {k: v for k, v in cfg.to_dict().items() if k != "name"}
   fields["dtype"] = DTYPES[fields["dtype"]]
   fields["lowering"] = resolve_lowering(fields["lowering"], platform)
+  if fields["lowering"] == "direct":
+    if platform != "cpu":
+      raise UserError(f"model.lowering=direct is a CPU kernel and cannot run on {platform}; use auto or xla there")
+    direct_conv.require()
   return MODELS[cfg.name](**fields)

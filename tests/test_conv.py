@@ -8,21 +8,30 @@ import optax
 import pytest
 
 from configs import default
-from jaxcxr import conv, models, train_step
+from jaxcxr import conv, direct_conv, models, train_step
 
 
 # Shapes reach every forward lowering: XLA's conv (3+5, 2+3 channels), taps (1 input channel),
 # row-lag GEMM (24+32, odd batch and width), a 5x5 kernel, and under `winograd` a 3x3 layer
 # whose forward, input gradient and kernel gradient are all Winograd (64+128, odd height).
-@pytest.mark.parametrize("impl", ["gemm", "winograd"])
+# Under `direct`: all three passes direct (16+16, widths that leave partial pixel and channel
+# blocks), the forward and kernel gradient direct with an input gradient of 24 channels that
+# falls back (24+32), a single-channel kernel gradient (1+16), and a Winograd layer whose kernel
+# gradient is direct (64+128).
+@pytest.mark.parametrize("impl", ["gemm", "winograd", "direct"])
 @pytest.mark.parametrize("shape, features, kernel_size", [
     ((4, 10, 10, 3), 5, (3, 3)), ((2, 7, 9, 1), 8, (3, 3)), ((64, 6, 6, 2), 3, (3, 3)),
-    ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5)), ((2, 5, 6, 64), 128, (3, 3))])
+    ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5)), ((2, 5, 6, 64), 128, (3, 3)),
+    ((2, 9, 11, 16), 16, (3, 3)), ((2, 7, 9, 1), 16, (3, 3))])
 def test_matches_flax_conv_forward_and_gradients(shape, features, kernel_size, impl):
   if shape[3] == 64:  # the case the comment above promises reaches every Winograd pass
     assert conv._uses_winograd((*kernel_size, shape[3], features), conv._WINOGRAD_CHANNELS)
     assert conv._uses_winograd((*kernel_size, shape[3], features), *conv._WINOGRAD_KERNEL_GRAD_CHANNELS)
   x = jax.random.normal(jax.random.key(1), shape)
+  if impl == "direct" and shape[3] == 16:  # the case the comment above promises runs all three passes direct
+    kernel_shape = (*kernel_size, shape[3], features)
+    assert conv._uses_direct(x, kernel_shape, impl, conv._DIRECT_CHANNELS)
+    assert conv._uses_direct(x, (*kernel_size, features, shape[3]), impl, conv._DIRECT_CHANNELS)
   reference = nn.Conv(features, kernel_size, padding="SAME")
   params = reference.init(jax.random.key(0), x)
   ours = conv.Conv(features, kernel_size, impl=impl)
@@ -55,7 +64,7 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
   batch = {"image": np.random.default_rng(0).integers(0, 256, (8, 32, 32)).astype(np.uint8),
            "label": (np.arange(8) % 2).astype(np.int32)}
   finals = []
-  for impl in ("xla", "gemm", "winograd"):
+  for impl in ("xla", "gemm", "winograd", "direct"):
     model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), dropout=0.0, lowering=impl)
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
     train, _ = train_step.jit_steps(pos_weight=1.0, dtype=jnp.float32)
@@ -67,9 +76,11 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
       np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-def test_auto_resolves_by_platform_and_cores():
+def test_auto_resolves_by_platform_and_cores(monkeypatch):
+  assert models.resolve_lowering("auto", "cpu", cores=1) == "direct"  # this machine has a compiler
+  assert models.resolve_lowering("auto", "cpu", cores=models.WINOGRAD_MAX_CORES) == "direct"
+  monkeypatch.setattr(direct_conv, "available", lambda: False)
   assert models.resolve_lowering("auto", "cpu", cores=1) == "winograd"
-  assert models.resolve_lowering("auto", "cpu", cores=models.WINOGRAD_MAX_CORES) == "winograd"
   assert models.resolve_lowering("auto", "cpu", cores=models.WINOGRAD_MAX_CORES + 1) == "xla"
   assert models.resolve_lowering("auto", "gpu", cores=1) == "xla"
   assert models.resolve_lowering("gemm", "cpu", cores=64) == "gemm"
@@ -89,14 +100,15 @@ def test_reshape_pool_matches_flax_max_pool(hw):
 
 
 def test_step_flops_count_the_gemm_lowering_in_full():
-  """Cost analysis counts a scan body once; step_flops must give both lowerings the same count."""
+  """Cost analysis counts a scan body once and a custom call not at all; step_flops must give every
+  lowering the same count."""
   batch = {"image": np.zeros((16, 32, 32), np.uint8), "label": np.zeros(16, np.int32)}
   counts = []
-  for lowering in ("xla", "gemm", "winograd"):
-    model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), lowering=lowering)
+  for lowering in ("xla", "gemm", "winograd", "direct"):
+    model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), lowering=lowering)
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
     counts.append(train_step.step_flops(model, state, batch, 1.0, (0.1, 0.05)))
-  assert counts[0] > 0 and counts[0] == counts[1] == counts[2]
+  assert counts[0] > 0 and counts[0] == counts[1] == counts[2] == counts[3]
 
 
 @pytest.mark.parametrize("impl", ["gemm", "winograd"])
