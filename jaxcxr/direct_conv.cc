@@ -4,8 +4,8 @@
 //
 // Both kernels keep a block of outputs in vector registers and stream the inputs past them
 // (broadcast one input value, multiply-add it into a row of output channels), the layout oneDNN's
-// direct convolutions use. Work is split by image over XLA's own intra-op thread pool; each image is
-// first copied into a zero-bordered buffer, so the inner loops have no edge cases.
+// direct convolutions use. Work is split by image over XLA's own intra-op thread pool; each image's rows
+// pass through a small zero-bordered ring (PaddedRows), so the inner loops have no edge cases.
 
 #include <algorithm>
 #include <atomic>
@@ -34,7 +34,8 @@ constexpr int kLanes = 8;
 #endif
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 
-// Output channels per register block: 16, so every layer of 16, 32, 64... channels fits whole blocks.
+// Output channels per register block: 16, so every layer of 16, 32, 64... channels fits whole blocks
+// (CHANNEL_BLOCK in direct_conv.py, which sends only such layers here).
 constexpr int kBlock = 16;
 constexpr int kVecs = kBlock / kLanes;
 // Output pixels (forward) or input channels (kernel gradient) per register block: kRows * kVecs
@@ -238,6 +239,11 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   const int64_t b = xd[0], h = xd[1], w = xd[2], ci = xd[3], co = gd[3], taps = 9 * ci * co;
   const float* xs = x.typed_data();
   const float* gs = g.typed_data();
+  float* out = dk->typed_data();
+  if (b == 0) {  // no images, no groups to split them into
+    std::fill(out, out + taps, 0.0f);
+    return ffi::Error::Success();
+  }
   // One partial sum per fixed group of images, each summed in image order and the groups added in order:
   // the result is the same bit for bit whichever threads ran which group, so training is reproducible.
   const int64_t groups = std::min<int64_t>(b, kKernelGradGroups), per_group = (b + groups - 1) / groups;
@@ -248,7 +254,6 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
       AccumulateKernelGrad(xs + n * h * w * ci, gs + n * h * w * co, h, w, ci, co, acc);
     }
   });
-  float* out = dk->typed_data();
   std::copy(partial[0].begin(), partial[0].end(), out);
   for (int64_t t = 1; t < groups; ++t) {
     for (int64_t e = 0; e < taps; ++e) out[e] += partial[t][e];

@@ -35,7 +35,8 @@ from jaxcxr.errors import UserError
 log = logging.getLogger(__name__)
 
 SOURCE = pathlib.Path(__file__).with_name("direct_conv.cc")
-# Output channels (forward) and gradient channels (kernel gradient) must come in whole register blocks.
+# Output channels (forward) and gradient channels (kernel gradient) must come in whole register blocks
+# (kBlock in direct_conv.cc).
 CHANNEL_BLOCK = 16
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 _TARGETS = {"jaxcxr_direct_conv_forward": "JaxcxrConvForward",
@@ -107,24 +108,18 @@ def load_library() -> ctypes.CDLL | str:
 
 
 @functools.cache
-def _load() -> str | None:
-  """Builds and registers the kernels once per process; None on success, else why they are unavailable."""
+def unavailable_reason() -> str | None:
+  """None where the kernels are ready, else a one-line reason (logged whole, with any compiler output).
+
+  The first call builds and registers them; later calls in the process return the same answer.
+  """
   library = load_library()
   if isinstance(library, str):
-    return _unavailable(library)
+    log.warning("direct convolution kernels unavailable, pure-XLA lowerings only: %s", library)
+    return library.splitlines()[0]
   for target, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
   return None
-
-
-def _unavailable(reason: str) -> str:
-  log.warning("direct convolution kernels unavailable, pure-XLA lowerings only: %s", reason)
-  return reason.splitlines()[0]
-
-
-def unavailable_reason() -> str | None:
-  """None where the kernels are ready (building them on the first call), else a one-line reason."""
-  return _load()
 
 
 def available() -> bool:

@@ -78,7 +78,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Paper CNN, 224 px, batch 32 (`python -m jaxcxr.bench`), ms/step xla vs winograd: 3485 vs 1442 on the
 # 2-core development machine (AMD EPYC); on a 16-core Xeon (Sapphire Rapids) pinned with taskset to 2,
 # 4, 8 and 16 cores: 3267 vs 2301, 1576 vs 1862, 888 vs 1558, 629 vs 1422.
-WINOGRAD_MAX_CORES = 2
+OWN_LOWERINGS_MAX_CORES = 2
 
 
 def resolve_lowering(lowering: str, platform: str, cores: int | None = None) -> str:
@@ -87,7 +87,7 @@ def resolve_lowering(lowering: str, platform: str, cores: int | None = None) -> 
   if lowering != "auto":
     return lowering
   cores = host_cores() if cores is None else cores
-  if platform != "cpu" or cores > WINOGRAD_MAX_CORES:
+  if platform != "cpu" or cores > OWN_LOWERINGS_MAX_CORES:
     return "xla"
   return "direct" if direct_conv.available() else "winograd"
 

@@ -78,10 +78,10 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
 
 def test_auto_resolves_by_platform_and_cores(monkeypatch):
   assert models.resolve_lowering("auto", "cpu", cores=1) == "direct"  # this machine has a compiler
-  assert models.resolve_lowering("auto", "cpu", cores=models.WINOGRAD_MAX_CORES) == "direct"
+  assert models.resolve_lowering("auto", "cpu", cores=models.OWN_LOWERINGS_MAX_CORES) == "direct"
   monkeypatch.setattr(direct_conv, "available", lambda: False)
   assert models.resolve_lowering("auto", "cpu", cores=1) == "winograd"
-  assert models.resolve_lowering("auto", "cpu", cores=models.WINOGRAD_MAX_CORES + 1) == "xla"
+  assert models.resolve_lowering("auto", "cpu", cores=models.OWN_LOWERINGS_MAX_CORES + 1) == "xla"
   assert models.resolve_lowering("auto", "gpu", cores=1) == "xla"
   assert models.resolve_lowering("gemm", "cpu", cores=64) == "gemm"
   cfg = default.get_config().model

@@ -76,3 +76,8 @@ def test_kernel_gradient_is_bitwise_reproducible():
   first = np.asarray(grad(x, g))
   for _ in range(20):
     np.testing.assert_array_equal(grad(x, g), first)
+
+
+def test_kernel_gradient_of_an_empty_batch_is_zero():
+  x, g = np.zeros((0, 4, 4, 3), np.float32), np.zeros((0, 4, 4, 16), np.float32)
+  np.testing.assert_array_equal(jax.jit(direct_conv.kernel_grad)(x, g), np.zeros((3, 3, 3, 16), np.float32))
