@@ -28,7 +28,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, conv, devices, direct_conv, reporting, train_step
+from jaxcxr import augment, conv, devices, reporting, train_step
+from jaxcxr.conv import direct
 from jaxcxr.errors import UserError
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
@@ -98,9 +99,10 @@ def time_conv_layers(shapes, device: jax.Device, dtype) -> list[dict]:
     x, kernel, g = (jax.device_put(jax.random.normal(jax.random.key(i), shape, dtype), device)
                     for i, shape in enumerate((x_shape, k_shape, (*x_shape[:3], k_shape[3]))))
     row = {"input": list(x_shape), "kernel": list(k_shape)}
-    for name, fn in conv.IMPLS.items():
-      if name == "direct" and not direct_conv.available():
+    for name in conv.LOWERINGS:
+      if name == "direct" and not direct.available():
         continue
+      fn = conv.convolution(name)
       row[name] = {
           "forward_ms": _median_ms(jax.jit(fn), x, kernel),
           "input_grad_ms": _median_ms(jax.jit(lambda x, k, g, fn=fn: jax.vjp(lambda x_: fn(x_, k), x)[1](g)), x,
@@ -142,7 +144,7 @@ def _run():
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
   config, size, batch = _CONFIG.value, _IMAGE_SIZE.value, _BATCH_SIZE.value
   device = devices.select_device(_PLATFORM.value, _RETAIN.value)
-  model = create_model(config.model, device.platform)
+  model, lowering = create_model(config.model, device.platform)
   tx = create_optimizer(config.train, total_steps=1_000_000)
   state = jax.jit(lambda: train_step.create_state(model, tx, size, config.train.seed),
                   out_shardings=jax.sharding.SingleDeviceSharding(device))()
@@ -175,7 +177,7 @@ def _run():
   flops = train_step.step_flops(model, state, data, 1.0, photometric)
   peak = matmul_peak_flops(device, model.dtype)
   result = {"device": devices.describe(device), "model": config.model.to_dict(),
-            "lowering": model.lowering, "image_size": size,
+            "lowering": lowering, "image_size": size,
             "batch_size": batch, "optimizer": config.train.optimizer, "compile_s": compile_s,
             "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
             "matmul_peak_flops_per_s": peak, "matmul_peak_dtype": jnp.dtype(model.dtype).name,

@@ -15,7 +15,8 @@ from jaxcxr.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = ("cpu", "gpu")
+CPU, GPU = "cpu", "gpu"
+PLATFORMS = (CPU, GPU)
 
 
 def select_device(platform: str, retain_host_memory: bool = True) -> jax.Device:

@@ -213,7 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     raise UserError(f"the training split has {len(source)} images, fewer than "
                     f"train.batch_size={config.train.batch_size}; lower the batch size")
   total = spe * config.train.epochs
-  model = create_model(config.model, device.platform)
+  model, lowering = create_model(config.model, device.platform)
+  log.info("Convolutions computed by the %s lowering (model.lowering=%s)", lowering, config.model.lowering)
   tx = create_optimizer(config.train, total)
   train_fn, eval_fn = jit_steps(pos_weight, model.dtype, augment.photometric_params(config.data.augment))
   sharding = jax.sharding.SingleDeviceSharding(device)
@@ -240,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   test = evaluate(run, state, splits["test"])
   test.pop("loss")
   summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s, flops),
-             "device": devices.describe(device), "lowering": model.lowering, "synthetic": data_dir is None,
+             "device": devices.describe(device), "lowering": lowering, "synthetic": data_dir is None,
              "pos_weight": pos_weight, "split_sizes": {k: len(v) for k, v in splits.items()},
              "split_positives": {k: v.num_positive for k, v in splits.items()},
              "epochs": history, "config": config.to_dict()}

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxcxr import augment
+from jaxcxr import augment, conv
 from jaxcxr.models import prepare_input
 
 
@@ -137,7 +137,7 @@ def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: flo
     cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
   except RuntimeError:  # JAX_PLATFORMS names no cpu
     return None
-  plain = model.clone(lowering="xla") if hasattr(model, "lowering") else model
+  plain = model.clone(conv=conv.module(conv.XLA)) if hasattr(model, "conv") else model
   step, _ = jit_steps(pos_weight, model.dtype, photometric)
   analysis = step.lower(*placed_shapes((state.replace(apply_fn=plain.apply), batch), cpu)).cost_analysis()
   if isinstance(analysis, (list, tuple)):

@@ -59,7 +59,7 @@ def test_torch_twin_has_the_same_parameter_count():
   from configs import paper
   from jaxcxr import bench, models
   cfg = paper.get_config()
-  model = models.create_model(cfg.model)
+  model = models.create_model(cfg.model)[0]
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 180, 180, 1)), train=False))
   jax_count = sum(x.size for x in jax.tree.leaves(variables))
   captured = {}

@@ -1,4 +1,5 @@
-"""The gemm and winograd lowerings of the convolution against flax.linen.Conv: values, both gradients, training."""
+"""The gemm, winograd and direct lowerings of the convolution against flax.linen.Conv: values, both gradients,
+training; the lowering policy."""
 
 import flax.linen as nn
 import jax
@@ -8,7 +9,8 @@ import optax
 import pytest
 
 from configs import default
-from jaxcxr import conv, direct_conv, models, train_step
+from jaxcxr import conv, models, train_step
+from jaxcxr.conv import direct, gemm, policy
 
 
 # Shapes reach every forward lowering: XLA's conv (3+5, 2+3 channels), taps (1 input channel),
@@ -24,17 +26,20 @@ from jaxcxr import conv, direct_conv, models, train_step
     ((3, 6, 7, 24), 32, (3, 3)), ((2, 8, 8, 20), 30, (5, 5)), ((2, 5, 6, 64), 128, (3, 3)),
     ((2, 9, 11, 16), 16, (3, 3)), ((2, 7, 9, 1), 16, (3, 3))])
 def test_matches_flax_conv_forward_and_gradients(shape, features, kernel_size, impl):
-  if shape[3] == 64:  # the case the comment above promises reaches every Winograd pass
-    assert conv._uses_winograd((*kernel_size, shape[3], features), conv._WINOGRAD_CHANNELS)
-    assert conv._uses_winograd((*kernel_size, shape[3], features), *conv._WINOGRAD_KERNEL_GRAD_CHANNELS)
+  kernel_shape = (*kernel_size, shape[3], features)
+  grad_shape, transposed = (*shape[:3], features), (*kernel_size, features, shape[3])
+  if shape[3] == 64 and impl == "winograd":  # the case the comment above promises reaches every Winograd pass
+    assert policy.choose(impl, policy.FORWARD, shape, kernel_shape, jnp.float32) == "winograd"
+    assert policy.choose(impl, policy.FORWARD, grad_shape, transposed, jnp.float32) == "winograd"
+    assert policy.choose(impl, policy.KERNEL_GRAD, shape, kernel_shape, jnp.float32) == "winograd"
   x = jax.random.normal(jax.random.key(1), shape)
   if impl == "direct" and shape[3] == 16:  # the case the comment above promises runs all three passes direct
-    kernel_shape = (*kernel_size, shape[3], features)
-    assert conv._uses_direct(x, kernel_shape, impl, conv._DIRECT_CHANNELS)
-    assert conv._uses_direct(x, (*kernel_size, features, shape[3]), impl, conv._DIRECT_CHANNELS)
+    assert policy.choose(impl, policy.FORWARD, shape, kernel_shape, jnp.float32) == "direct"
+    assert policy.choose(impl, policy.FORWARD, grad_shape, transposed, jnp.float32) == "direct"
+    assert policy.choose(impl, policy.KERNEL_GRAD, shape, kernel_shape, jnp.float32) == "direct"
   reference = nn.Conv(features, kernel_size, padding="SAME")
   params = reference.init(jax.random.key(0), x)
-  ours = conv.Conv(features, kernel_size, impl=impl)
+  ours = conv.Conv(features, kernel_size, lowering=impl)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
 
   def loss(module, p, x):
@@ -51,9 +56,10 @@ def test_matches_flax_conv_forward_and_gradients(shape, features, kernel_size, i
 def test_kernel_grad_chunks_over_the_batch(monkeypatch):
   x = jax.random.normal(jax.random.key(2), (8, 5, 5, 2))
   g = jax.random.normal(jax.random.key(3), (8, 5, 5, 4))
-  whole = conv._lag_kernel_grad(x, g, (3, 3, 2, 4))
-  monkeypatch.setattr(conv, "_CHUNK_IMAGES", 1)  # one image per GEMM
-  np.testing.assert_allclose(conv._lag_kernel_grad(x, g, (3, 3, 2, 4)), whole, rtol=1e-5, atol=1e-5)
+  kernel = jnp.zeros((3, 3, 2, 4))
+  whole = gemm.lag_kernel_grad(x, g, kernel)
+  monkeypatch.setattr(gemm, "CHUNK_IMAGES", 1)  # one image per GEMM
+  np.testing.assert_allclose(gemm.lag_kernel_grad(x, g, kernel), whole, rtol=1e-5, atol=1e-5)
 
 
 def test_paper_cnn_same_parameters_and_10_steps_agree():
@@ -65,7 +71,7 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
            "label": (np.arange(8) % 2).astype(np.int32)}
   finals = []
   for impl in ("xla", "gemm", "winograd", "direct"):
-    model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), dropout=0.0, lowering=impl)
+    model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), dropout=0.0, conv=conv.module(impl))
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
     train, _ = train_step.jit_steps(pos_weight=1.0, dtype=jnp.float32)
     for _ in range(10):
@@ -77,16 +83,16 @@ def test_paper_cnn_same_parameters_and_10_steps_agree():
 
 
 def test_auto_resolves_by_platform_and_cores(monkeypatch):
-  assert models.resolve_lowering("auto", "cpu", cores=1) == "direct"  # this machine has a compiler
-  assert models.resolve_lowering("auto", "cpu", cores=models.OWN_LOWERINGS_MAX_CORES) == "direct"
-  monkeypatch.setattr(direct_conv, "available", lambda: False)
-  assert models.resolve_lowering("auto", "cpu", cores=1) == "winograd"
-  assert models.resolve_lowering("auto", "cpu", cores=models.OWN_LOWERINGS_MAX_CORES + 1) == "xla"
-  assert models.resolve_lowering("auto", "gpu", cores=1) == "xla"
-  assert models.resolve_lowering("gemm", "cpu", cores=64) == "gemm"
+  assert conv.resolve("auto", "cpu", cores=1) == "direct"  # this machine has a compiler
+  assert conv.resolve("auto", "cpu", cores=policy.OWN_LOWERINGS_MAX_CORES) == "direct"
+  monkeypatch.setattr(direct, "available", lambda: False)
+  assert conv.resolve("auto", "cpu", cores=1) == "winograd"
+  assert conv.resolve("auto", "cpu", cores=policy.OWN_LOWERINGS_MAX_CORES + 1) == "xla"
+  assert conv.resolve("auto", "gpu", cores=1) == "xla"
+  assert conv.resolve("gemm", "cpu", cores=64) == "gemm"
   cfg = default.get_config().model
-  assert models.create_model(cfg, "gpu").lowering == "xla"
-  assert models.create_model(cfg, "cpu").lowering == models.resolve_lowering("auto", "cpu")
+  assert models.create_model(cfg, "gpu")[1] == "xla"
+  assert models.create_model(cfg, "cpu")[1] == conv.resolve("auto", "cpu")
 
 
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9)])
@@ -105,7 +111,7 @@ def test_step_flops_count_the_gemm_lowering_in_full():
   batch = {"image": np.zeros((16, 32, 32), np.uint8), "label": np.zeros(16, np.int32)}
   counts = []
   for lowering in ("xla", "gemm", "winograd", "direct"):
-    model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), lowering=lowering)
+    model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), conv=conv.module(lowering))
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
     counts.append(train_step.step_flops(model, state, batch, 1.0, (0.1, 0.05)))
   assert counts[0] > 0 and counts[0] == counts[1] == counts[2] == counts[3]
@@ -114,4 +120,4 @@ def test_step_flops_count_the_gemm_lowering_in_full():
 @pytest.mark.parametrize("impl", ["gemm", "winograd"])
 def test_matmul_lowerings_refuse_even_kernels(impl):
   with pytest.raises(ValueError, match=f"the {impl} lowering needs odd kernel sizes"):
-    conv.Conv(4, (2, 2), impl=impl).init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))
+    conv.Conv(4, (2, 2), lowering=impl).init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from jaxcxr import conv, direct_conv, models
+from jaxcxr import models
+from jaxcxr.conv import direct as direct_conv
+from jaxcxr.conv import gemm
 from jaxcxr.errors import UserError
 
 
@@ -63,8 +65,8 @@ def test_forward_and_kernel_gradient_match_xla():
   x = jax.random.normal(jax.random.key(0), (5, 9, 13, 20))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 20, 32))
   g = jax.random.normal(jax.random.key(2), (5, 9, 13, 32))
-  np.testing.assert_allclose(jax.jit(direct_conv.conv)(x, kernel), conv.conv_xla(x, kernel), rtol=1e-5, atol=1e-4)
-  expected = jax.vjp(lambda k: conv.conv_xla(x, k), kernel)[1](g)[0]
+  np.testing.assert_allclose(jax.jit(direct_conv.conv)(x, kernel), gemm.conv_xla(x, kernel), rtol=1e-5, atol=1e-4)
+  expected = jax.vjp(lambda k: gemm.conv_xla(x, k), kernel)[1](g)[0]
   np.testing.assert_allclose(jax.jit(direct_conv.kernel_grad)(x, g), expected, rtol=1e-5, atol=1e-4)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcxr import devices, models, train, train_step
+from jaxcxr import conv, devices, models, train, train_step
 from jaxcxr.errors import UserError
 
 
@@ -33,7 +33,7 @@ def test_tiny_run_trains_on_the_gpu(tiny_config, tmp_path):
 
 
 def test_bfloat16_step_on_the_gpu():
-  model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), dtype=jnp.bfloat16, lowering="xla")
+  model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), dtype=jnp.bfloat16, conv=conv.module("xla"))
   state = jax.device_put(train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0), GPU)
   batch = jax.device_put({"image": np.random.default_rng(0).integers(0, 256, (8, 32, 32)).astype(np.uint8),
                           "label": (np.arange(8) % 2).astype(np.int32)}, GPU)
@@ -46,7 +46,7 @@ def test_bfloat16_step_on_the_gpu():
 
 def test_step_flops_counted_for_a_gpu_state_as_for_a_cpu_one():
   # XLA's GPU backend analyses no uncompiled module; step_flops lowers for the host CPU instead.
-  model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), lowering="xla")
+  model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), conv=conv.module("xla"))
   state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
   batch = {"image": np.zeros((8, 32, 32), np.uint8), "label": np.zeros(8, np.int32)}
   on_cpu = train_step.step_flops(model, state, batch, 1.0)

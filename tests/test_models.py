@@ -30,7 +30,7 @@ def test_parameter_count_matches_layer_arithmetic():
 
 def test_paper_config_model_size():
   cfg = paper.get_config()
-  count = _param_count(models.create_model(cfg.model), cfg.data.image_size)
+  count = _param_count(models.create_model(cfg.model)[0], cfg.data.image_size)
   # 180 px pooled 5 times -> 5x5x256 features into a 512-128-64 head: about 4.4 M parameters.
   assert 4_000_000 < count < 5_000_000
 
@@ -38,7 +38,7 @@ def test_paper_config_model_size():
 def test_bfloat16_compute_keeps_float32_params_and_logits():
   cfg = default.get_config().model
   cfg.dtype = "bfloat16"
-  model = models.create_model(cfg)
+  model, _ = models.create_model(cfg)
   x = models.prepare_input(jnp.zeros((2, 64, 64), jnp.uint8), model.dtype)
   variables = model.init(jax.random.key(0), x, train=False)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))

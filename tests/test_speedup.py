@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from jaxcxr import models
+from jaxcxr import conv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_json_has_everything(speedup_run):
   assert ran["cpu"]["device"]["jax_version"]
   # cpu1 is pinned to one core, so `auto` resolves for one core there.
   assert ran["cpu1"]["device"]["host_cores"] == 1 and ran["cpu1"]["lowering"] == "direct"  # CI has a compiler
-  assert ran["cpu"]["lowering"] == models.resolve_lowering("auto", "cpu", ran["cpu"]["device"]["host_cores"])
+  assert ran["cpu"]["lowering"] == conv.resolve("auto", "cpu", ran["cpu"]["device"]["host_cores"])
   cmp = data["comparison"]
   assert cmp["reference"] == "cpu" and cmp["platforms"]["cpu"]["speedup_mean"] == pytest.approx(1.0)
   # Same seed, data and steps: the curves agree across thread counts.

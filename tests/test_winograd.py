@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcxr import conv, winograd
+from jaxcxr.conv import gemm, winograd
 
 
 def _relative_error(a, b):
@@ -17,7 +17,7 @@ def test_conv_and_kernel_grad_match_the_direct_convolution(shape, co):
   x = jax.random.normal(jax.random.key(0), shape)
   kernel = jax.random.normal(jax.random.key(1), (3, 3, shape[3], co))
   g = jax.random.normal(jax.random.key(2), (*shape[:3], co))
-  y, vjp = jax.vjp(conv.conv_xla, x, kernel)
+  y, vjp = jax.vjp(gemm.conv_xla, x, kernel)
   _, dk = vjp(g)
   assert _relative_error(winograd.conv(x, kernel), y) < 1e-5
   assert _relative_error(winograd.kernel_grad(x, g), dk) < 1e-5
@@ -29,7 +29,7 @@ def test_chunking_over_images_changes_nothing(monkeypatch):
   g = jax.random.normal(jax.random.key(5), (6, 6, 6, 5))
   whole = winograd.conv(x, kernel), winograd.kernel_grad(x, g)
   assert winograd._images_per_chunk(x) == 6  # the whole batch is smaller than one chunk
-  monkeypatch.setattr(winograd, "_CHUNK_BYTES", x[0].nbytes * 2)  # two images at a time, three chunks
+  monkeypatch.setattr(winograd, "CHUNK_BYTES", x[0].nbytes * 2)  # two images at a time, three chunks
   assert winograd._images_per_chunk(x) == 2
   for a, b in zip((winograd.conv(x, kernel), winograd.kernel_grad(x, g)), whole):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

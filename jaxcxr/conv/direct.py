@@ -5,15 +5,15 @@ channels at 224-56 px) are memory-bound in every formulation XLA offers
 (its own convolution, patch GEMMs, Winograd), because each materializes a
 patch or tile matrix several times the activations. A direct convolution
 keeps a block of outputs in vector registers and reads each input once; it
-is what PyTorch's oneDNN runs, and here it runs those layers at 80-90% of the
-matmul peak (`python -m jaxcxr.bench --layers`).
+is what PyTorch's oneDNN runs (its per-layer timings: `python -m jaxcxr.perf.bench --layers`,
+README "Where the time goes").
 
 `direct_conv.cc` is compiled with the host's C++ compiler (`$CXX`, else
 c++/g++/clang++) for this CPU (-march=native) against the FFI headers that
 ship with jaxlib, once per source, jaxlib and CPU, into the cache folder
 (`$JAXCXR_CACHE_DIR`, else `$XDG_CACHE_HOME/jaxcxr` or `~/.cache/jaxcxr`).
 Nothing is downloaded. Without a compiler `available()` is False and the
-`auto` lowering keeps to pure XLA.
+`auto` lowering keeps to pure XLA (`policy.resolve`).
 """
 
 import ctypes

@@ -1,5 +1,5 @@
 // Direct 3x3 'SAME' stride-1 convolution of NHWC float32 tensors and its kernel gradient, as XLA FFI
-// handlers for the CPU. `direct_conv.py` compiles this file on first use with the host's compiler
+// handlers for the CPU. `direct.py` compiles this file on first use with the host's compiler
 // (-O3 -march=native) and registers the handlers; why it exists is explained there.
 //
 // Both kernels keep a block of outputs in vector registers and stream the inputs past them
@@ -35,7 +35,7 @@ constexpr int kLanes = 8;
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 
 // Output channels per register block: 16, so every layer of 16, 32, 64... channels fits whole blocks
-// (CHANNEL_BLOCK in direct_conv.py, which sends only such layers here).
+// (CHANNEL_BLOCK in direct.py, which sends only such layers here).
 constexpr int kBlock = 16;
 constexpr int kVecs = kBlock / kLanes;
 // Output pixels (forward) or input channels (kernel gradient) per register block: kRows * kVecs

@@ -8,7 +8,7 @@ output, so 2.25x less matmul work than the direct conv. The price is the
 transforms, which read and write the activations (the tile matrix is 4x the
 input); on a memory-bound CPU that pays only where channels are wide enough,
 and only when a few images are transformed at a time, so the tiles stay in
-cache. `conv.py` chooses the layers (measured by `python -m jaxcxr.bench --layers`).
+cache. `policy.py`'s table chooses the layers.
 
 The kernel gradient stays in the transform domain too: dU = Σ Vᵀ (A dY Aᵀ)
 over tiles, then dK = Gᵀ dU G. F(2x2, 3x3) is the well-conditioned member of
@@ -27,10 +27,9 @@ _G = ((1, 0, 0), (.5, .5, .5), (.5, -.5, .5), (0, 0, 1))  # kernel transform G
 _AT = ((1, 1, 1, 0), (0, 1, -1, -1))  # output transform Aᵀ
 
 # Images transformed at a time: the smallest batch divisor whose input reaches this
-# many bytes (the tile matrix is 4x that). On the dev machine, forward passes from
-# 14x14x256 to 112x112x32 ran 2-30% faster in such chunks than on the whole batch, and
-# the paper-CNN step was 4% slower with half or twice this size.
-_CHUNK_BYTES = 1_500_000
+# many bytes (the tile matrix is 4x that), so the tiles stay in cache; chunks of this size
+# timed faster than the whole batch and than half or twice the size (`python -m jaxcxr.perf.bench`).
+CHUNK_BYTES = 1_500_000
 
 
 def _combine(xs: Sequence[jax.Array], coeffs: Sequence[float]) -> jax.Array:
@@ -95,7 +94,7 @@ def _batched_dot(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.A
 
 def _images_per_chunk(x: jax.Array) -> int:
   b = x.shape[0]
-  return next((d for d in range(1, b + 1) if b % d == 0 and d * x[0].nbytes >= _CHUNK_BYTES), b)
+  return next((d for d in range(1, b + 1) if b % d == 0 and d * x[0].nbytes >= CHUNK_BYTES), b)
 
 
 def _in_chunks(x: jax.Array, n: int) -> jax.Array:
