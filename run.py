@@ -1,84 +1,11 @@
-"""Train and evaluate a chest X-ray pneumonia classifier on one platform.
+"""Train and evaluate a chest X-ray classifier: `python run.py --platform=cpu|gpu` (flags: jaxcxr/main.py).
 
-  python run.py --platform=cpu                         # embedded synthetic default
-  python run.py --platform=gpu --data_dir=/data/nih --config=configs/paper.py
-  python run.py --config.train.epochs=3                # any config key can be overridden
-  python run.py --mode=describe --data_dir=/data/nih   # what the dataset holds; no training
+  python run.py --platform=cpu                                   # embedded synthetic default
+  python run.py --config=jaxcxr/configs/paper.py --workdir=runs/paper
+  python run.py --mode=describe --data_dir=/data/ChestX-ray14
 """
 
-import logging
-import pathlib
-import sys
-
-from absl import app, flags
-from absl import logging as absl_logging
-from ml_collections import config_flags
-
-from jaxcxr import devices
-from jaxcxr.errors import UserError
-
-
-def _bad_override(e: Exception):
-  """ml_collections applies `--config.x.y` overrides while defining and parsing the flag."""
-  detail = " ".join(str(e).encode().decode("unicode_escape").replace("'", "").split())
-  sys.exit(f"error: unknown config key in a --config override ({detail}); the keys are listed in "
-           "configs/default.py")
-
-
-try:
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", str(pathlib.Path(__file__).parent / "configs" / "default.py"), "Config file.",
-      lock_config=True)
-except (AttributeError, KeyError) as err:
-  _bad_override(err)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, metrics, summary). "
-                               "Default: runs/<config name>-<platform>.")
-_PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder (or .npz file); absent = embedded "
-                                 "synthetic default.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "describe"], "train: train, evaluate, report. "
-                          "describe: report what the dataset holds from its metadata, no training.")
-
-
-def _setup_logging() -> None:
-  """jaxcxr's own progress at INFO; libraries (orbax logs every file it renames) at WARNING unless -v."""
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  package = logging.getLogger("jaxcxr")
-  package.addHandler(handler)
-  package.setLevel(logging.INFO)
-  package.propagate = False
-  if not flags.FLAGS["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, plus a one-line error for a `--config.x.y` that names no config key."""
-  try:
-    return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError) as e:
-    _bad_override(e)
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from jaxcxr import train  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast.
-  from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top
-  from jaxcxr.fsutil import ensure_writable_dir  # pylint: disable=g-import-not-at-top
-  _setup_logging()
-  config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
-  workdir = _WORKDIR.value or f"runs/{config_name}-{_PLATFORM.value}"
-  try:
-    if _MODE.value == "describe":
-      describe.run(_CONFIG.value.data, _DATA_DIR.value, ensure_writable_dir(workdir, "--workdir"))
-      return
-    device = devices.select_device(_PLATFORM.value)
-    devices.log_device(device)
-    train.train_and_evaluate(_CONFIG.value, workdir, device, _DATA_DIR.value)
-  except UserError as e:
-    sys.exit(f"error: {e}")
-
+from jaxcxr import main
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  main.run()

@@ -19,23 +19,20 @@ CPU, GPU = "cpu", "gpu"
 PLATFORMS = (CPU, GPU)
 
 
-def select_device(platform: str, retain_host_memory: bool = True) -> jax.Device:
+def select_device(platform: str) -> jax.Device:
   """Returns the first device of `platform`, or raises UserError explaining how to get one.
 
-  For the CPU, first asks the C library to keep freed memory mapped
-  (`hostmem`; it must happen before the backend starts its threads) unless
-  `retain_host_memory` is False, which the benchmark uses to show the difference.
+  It changes nothing else: the CPU entry points apply the host allocator
+  setting (`hostmem.retain_freed_memory`) themselves, before this starts the backend.
   """
   if platform not in PLATFORMS:
     raise UserError(f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
-  if platform == "cpu" and retain_host_memory:
-    hostmem.retain_freed_memory()
   try:
     devices = jax.devices(platform)
   except Exception as e:  # pylint: disable=broad-except  # JAX raises RuntimeError, or AssertionError
     # when JAX_PLATFORMS names a backend it lacks; either way the user needs the same sentence.
     reason = (str(e).splitlines() or [type(e).__name__])[0] or type(e).__name__
-    if platform == "gpu":
+    if platform == GPU:
       raise UserError(
           f"--platform=gpu but JAX has no GPU backend here ({reason}); install JAX's CUDA build with "
           "pip install '.[gpu]' on a machine with an NVIDIA GPU, or use --platform=cpu") from e

@@ -1,18 +1,17 @@
 """Keeping XLA:CPU's per-step buffers in memory that is already mapped.
 
-Each execution of a compiled CPU step allocates its temporaries (842 MB for
-the paper CNN at 224 px, batch 32) and frees them at the end. glibc serves
-allocations that large with a fresh `mmap` and returns them with `munmap`, so
-every step first-touches all of it again: about 208,000 page faults and half
-a CPU-second in the kernel per step on the development machine. Asking glibc
-to keep one heap (no per-thread arenas, whose large requests fall back to
-`mmap`), never to `mmap` a request, and never to give freed memory back lets
-the next step reuse the same pages. The price is memory: the heap never
-shrinks and fragments, so a 224 px training run's peak RSS grew from 1.2 to
-1.8 GB with the gemm lowering (python -m jaxcxr.data.bench; 1.9-2.3 GB with winograd).
+Each execution of a compiled CPU step allocates its temporaries and frees
+them at the end. glibc serves allocations that large with a fresh `mmap` and
+returns them with `munmap`, so every step first-touches all of it again: page
+faults and kernel time on every step. Asking glibc to keep one heap (no
+per-thread arenas, whose large requests fall back to `mmap`), never to `mmap`
+a request, and never to give freed memory back lets the next step reuse the
+same pages. The price is memory: the heap never shrinks and fragments. Both
+sides are measured in the README ("Performance": faults per step; the input
+pipeline table: peak RSS), with the commands that measure them.
 
-Only the CPU path asks for this, before the backend starts its threads; where
-the C library is not glibc it does nothing.
+The CPU entry points (`jaxcxr.main`, the benchmarks) call this explicitly,
+before the backend starts its threads; where the C library is not glibc it does nothing.
 """
 
 import ctypes

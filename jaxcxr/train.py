@@ -1,6 +1,6 @@
-"""The training loop: data, state, restore, epochs with timing, validation, checkpoints, test.
+"""The training loop: data, state, restore, one loop over steps with periodic actions, test.
 
-`train_and_evaluate` is the one function `run.py` calls. Compile time is taken
+`train_and_evaluate` is the one function `jaxcxr.main` calls. Compile time is taken
 apart (ahead-of-time `lower().compile()`), the clock is read only after
 `block_until_ready`, and time blocked on the input pipeline is measured apart
 from step time, so sec/epoch and ms/step are the paper's steady-state figures.
@@ -28,14 +28,7 @@ from jaxcxr.fsutil import ensure_writable_dir
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
 from jaxcxr.progress import Progress
-from jaxcxr.train_step import (
-  TrainState,
-  create_state,
-  jit_steps,
-  placed_shapes,
-  step_flops,
-  zero_sums,
-)
+from jaxcxr.train_step import TrainState, batch_shapes, create_state, jit_steps, placed_shapes, zero_sums
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +63,16 @@ def model_signature(config: ml_collections.ConfigDict) -> dict:
   return json.loads(json.dumps({**model, "image_size": config.data.image_size}))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Run:
   """What the loop needs beyond the state; built once per process."""
   config: ml_collections.ConfigDict
   workdir: pathlib.Path
   splits: dict[str, CachedSplit]
   source: input_pipeline.SplitSource
-  model: object
-  pos_weight: float
   sharding: jax.sharding.Sharding
-  train_fn: object
-  eval_fn: object
+  train_fn: jax.stages.Wrapped      # (state, batch) -> state, the state donated
+  eval_fn: jax.stages.Wrapped       # (state, batch) -> (loss and confusion sums, probabilities)
   steps_per_epoch: int
   total_steps: int
 
@@ -113,83 +104,107 @@ def _check_finite(state: TrainState, last_good: int | None) -> None:
                     "train.learning_rate or check the input data")
 
 
-def _train_epochs(run: Run, state: TrainState, data_state: dict | None, history: list[dict],
-                  ckpt: Checkpointer) -> tuple[TrainState, list[dict], float, float | None]:
-  """Runs the remaining epochs; returns the final state, the history, compile time and step FLOPs."""
-  cfg = run.config
+def _compile(run: Run, state: TrainState) -> tuple[jax.stages.Compiled, float]:
+  """The train step compiled ahead of time for the run's batch shapes, and the seconds that took."""
+  batch = placed_shapes(batch_shapes(run.config.train.batch_size, run.config.data.image_size), run.sharding)
+  start = time.perf_counter()
+  step_fn = run.train_fn.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  log.info("Compiled the train step in %.2f s", compile_s)
+  return step_fn, compile_s
+
+
+@dataclasses.dataclass
+class _Epoch:
+  """The epoch in progress, as far as this process runs it (a resumed run joins it mid-way)."""
+  number: int
+  bar: Progress
+  start_s: float
+  wait_before_s: float
+  steps: int = 0
+  step_ms: list[float] = dataclasses.field(default_factory=list)
+
+
+def _end_epoch(run: Run, epoch: _Epoch, state: TrainState, batches: input_pipeline.DevicePrefetcher,
+               last_good: int | None) -> dict:
+  """Closes the epoch's timing (after the device finishes it), checks the loss stayed finite and validates:
+  the epoch's record."""
+  jax.block_until_ready(state)
+  epoch.bar.close()
+  epoch_s = time.perf_counter() - epoch.start_s
+  _check_finite(state, last_good)
+  sums = jax.device_get(state.sums)
+  val = evaluate(run, state, run.splits["val"])
+  record = {"epoch": epoch.number, "step": int(state.step), "steps_timed": epoch.steps, "sec_per_epoch": epoch_s,
+            "ms_per_step": 1000.0 * epoch_s / epoch.steps,
+            "data_wait_fraction": (batches.wait_s - epoch.wait_before_s) / epoch_s,
+            "train_loss": float(sums["loss"]) / int(sums["count"]),
+            "train_accuracy": int(sums["correct"]) / int(sums["count"]),
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_auc": val["auc"]}
+  if run.config.train.log_step_times:
+    record["step_ms"] = epoch.step_ms
+  return record
+
+
+def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: dict | None,
+         history: list[dict], ckpt: Checkpointer) -> tuple[TrainState, list[dict]]:
+  """Trains from `state.step` to the last step; returns the final state and the per-epoch history.
+
+  One loop over steps. Periodic actions: an epoch's end (validation, a
+  checkpoint, the metrics file, the log line) every `steps_per_epoch` steps, a
+  checkpoint every `checkpoint.every_steps` steps in between.
+  """
+  cfg, spe = run.config, run.steps_per_epoch
   stream = input_pipeline.train_dataset(run.source, cfg.train.batch_size, cfg.train.epochs,
                                         cfg.train.seed, cfg.data.augment)
   iterator = input_pipeline.train_iterator(stream, cfg.data.num_threads, cfg.data.prefetch,
                                           cfg.data.worker_processes)
   if data_state is not None:
     iterator.set_state(data_state)
+  batches = input_pipeline.DevicePrefetcher(iterator, run.put)
+  epoch = None
   try:
-    return _run_epochs(run, state, history, ckpt, input_pipeline.DevicePrefetcher(iterator, run.put))
+    for step in range(int(state.step), run.total_steps):
+      if epoch is None:
+        if step % spe == 0:  # a fresh epoch; one resumed mid-way keeps its sums from the checkpoint
+          state = state.replace(sums=zero_sums())
+        number = step // spe + 1
+        bar = Progress(spe, f"epoch {number}/{cfg.train.epochs}", unit="step")
+        bar.done = step % spe
+        epoch = _Epoch(number, bar, time.perf_counter(), batches.wait_s)
+      batch = next(batches)
+      start = time.perf_counter()
+      state = step_fn(state, batch)
+      epoch.steps += 1
+      # The host waits for the device only where it needs a result: after every step when the paper's
+      # per-step times are recorded, before the progress bar draws (so it counts executed steps, not
+      # dispatched ones), and at checkpoints and epoch ends, which read the state.
+      if cfg.train.log_step_times:
+        jax.block_until_ready(state.step)
+        epoch.step_ms.append(1000.0 * (time.perf_counter() - start))
+      elif epoch.bar.due():
+        jax.block_until_ready(state.step)
+      epoch.bar.update()
+      done = step + 1
+      if done % spe == 0:
+        record = _end_epoch(run, epoch, state, batches, ckpt.latest_step())
+        history = [*history, record]
+        ckpt.save(state, batches.state, history)
+        reporting.write_history(run.workdir, history)
+        log.info("%s", reporting.epoch_line(record))
+        epoch = None
+      elif is_time(done, cfg.checkpoint.every_steps, run.total_steps):
+        _check_finite(state, ckpt.latest_step())
+        ckpt.save(state, batches.state, history)
   finally:
     if cfg.data.worker_processes:
       iterator.close()  # stops grain's worker processes, also when training stops on an error
+  return state, history
 
 
-def _run_epochs(run: Run, state: TrainState, history: list[dict], ckpt: Checkpointer,
-                batches: input_pipeline.DevicePrefetcher) -> tuple[TrainState, list[dict], float, float | None]:
-  """The epoch loop of `_train_epochs`, over its already positioned batch stream."""
-  cfg = run.config
-  pending = next(batches)
-  start = time.perf_counter()
-  step_fn = run.train_fn.lower(state, pending).compile()
-  compile_s = time.perf_counter() - start
-  flops = step_flops(run.model, state, pending, run.pos_weight, augment.photometric_params(cfg.data.augment))
-  log.info("Compiled the train step in %.2f s (%s FLOPs per step)", compile_s, _fmt_flops(flops))
-  step = int(state.step)
-  spe = run.steps_per_epoch
-  for epoch in range(step // spe, cfg.train.epochs):
-    if step % spe == 0:
-      state = state.replace(sums=zero_sums())
-    wait_before, t0, steps_run, step_ms = batches.wait_s, time.perf_counter(), 0, []
-    with Progress(spe, f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step") as bar:
-      bar.done = step % spe
-      while step < (epoch + 1) * spe:
-        batch = pending if pending is not None else next(batches)
-        pending = None
-        t_step = time.perf_counter()
-        state = step_fn(state, batch)
-        step, steps_run = step + 1, steps_run + 1
-        if cfg.train.log_step_times:  # the paper's per-step times: a sync after every step
-          jax.block_until_ready(state.step)
-          step_ms.append(1000.0 * (time.perf_counter() - t_step))
-        elif bar.due():  # A logging point: sync so the bar shows executed, not dispatched, steps.
-          jax.block_until_ready(state.step)
-        bar.update()
-        if step < (epoch + 1) * spe and is_time(step, cfg.checkpoint.every_steps, run.total_steps):
-          _check_finite(state, ckpt.latest_step())
-          ckpt.save(state, batches.state, history)
-      jax.block_until_ready(state)
-    epoch_s = time.perf_counter() - t0
-    _check_finite(state, ckpt.latest_step())
-    sums = jax.device_get(state.sums)
-    val = evaluate(run, state, run.splits["val"])
-    record = {"epoch": epoch + 1, "step": step, "steps_timed": steps_run, "sec_per_epoch": epoch_s,
-              "ms_per_step": 1000.0 * epoch_s / steps_run,
-              "data_wait_fraction": (batches.wait_s - wait_before) / epoch_s,
-              "train_loss": float(sums["loss"]) / int(sums["count"]),
-              "train_accuracy": int(sums["correct"]) / int(sums["count"]),
-              "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_auc": val["auc"]}
-    if cfg.train.log_step_times:
-      record["step_ms"] = step_ms
-    history = [*history, record]
-    ckpt.save(state, batches.state, history)
-    reporting.write_history(run.workdir, history)
-    log.info("%s", reporting.epoch_line(record))
-  return state, history, compile_s, flops
-
-
-def _fmt_flops(flops: float | None) -> str:
-  return "unknown" if flops is None else f"{flops / 1e9:.2f} G"
-
-
-def _timing(history: list[dict], compile_s: float | None, flops: float | None) -> dict:
+def _timing(history: list[dict], compile_s: float | None) -> dict:
   full = [r for r in history if r["steps_timed"] > 0]
-  return {"compile_s": compile_s if compile_s is not None else 0.0, "flops_per_step": flops,
+  return {"compile_s": compile_s if compile_s is not None else 0.0,
           "mean_sec_per_epoch": statistics.fmean(r["sec_per_epoch"] for r in full) if full else None,
           "median_ms_per_step": statistics.median(r["ms_per_step"] for r in full) if full else None,
           "data_wait_fraction": statistics.fmean(r["data_wait_fraction"] for r in full) if full else None,
@@ -218,10 +233,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   tx = create_optimizer(config.train, total)
   train_fn, eval_fn = jit_steps(pos_weight, model.dtype, augment.photometric_params(config.data.augment))
   sharding = jax.sharding.SingleDeviceSharding(device)
-  run = Run(config, workdir, splits, source, model, pos_weight, sharding, train_fn, eval_fn, spe, total)
+  run = Run(config, workdir, splits, source, sharding, train_fn, eval_fn, spe, total)
   init = functools.partial(create_state, model, tx, config.data.image_size, config.train.seed)
   abstract = placed_shapes(jax.eval_shape(init), sharding)
   ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint.keep, model_signature(config))
+  compile_s = None
   try:
     restored = ckpt.restore(abstract)
     state, data_state, history = restored if restored else (
@@ -232,15 +248,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         log.info("Run already complete at step %d; nothing to do.", int(state.step))
         print(reporting.summary_table(previous))
         return previous
-      compile_s = flops = None
     else:
-      state, history, compile_s, flops = _train_epochs(run, state, data_state, history, ckpt)
+      step_fn, compile_s = _compile(run, state)
+      state, history = _fit(run, step_fn, state, data_state, history, ckpt)
   finally:
     ckpt.close()
   reporting.write_history(workdir, history)
   test = evaluate(run, state, splits["test"])
   test.pop("loss")
-  summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s, flops),
+  summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s),
              "device": devices.describe(device), "lowering": lowering, "synthetic": data_dir is None,
              "pos_weight": pos_weight, "split_sizes": {k: len(v) for k, v in splits.items()},
              "split_positives": {k: v.num_positive for k, v in splits.items()},

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxcxr import augment, conv
+from jaxcxr import augment
 from jaxcxr.models import prepare_input
 
 
@@ -122,25 +122,7 @@ def placed_shapes(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def step_flops(model: nn.Module, state: TrainState, batch: dict, pos_weight: float,
-               photometric: tuple[float, float] = (0.0, 0.0)) -> float | None:
-  """FLOPs of one training step from XLA's cost analysis of its plain formulation.
-
-  The `gemm` lowering loops over batch chunks with `lax.scan`, whose body cost
-  analysis counts once; the same function lowered the `xla` way counts every
-  FLOP. It is lowered for the host CPU whatever the device, from shapes alone:
-  XLA's cost analysis of an uncompiled module answers only on the CPU backend
-  (None from the GPU's), and the count is the same on every platform. Not
-  compiled, so this costs well under a second. None if JAX has no CPU backend.
-  """
-  try:
-    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-  except RuntimeError:  # JAX_PLATFORMS names no cpu
-    return None
-  plain = model.clone(conv=conv.module(conv.XLA)) if hasattr(model, "conv") else model
-  step, _ = jit_steps(pos_weight, model.dtype, photometric)
-  analysis = step.lower(*placed_shapes((state.replace(apply_fn=plain.apply), batch), cpu)).cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get("flops")
-  return float(flops) if flops else None
+def batch_shapes(batch_size: int, image_size: int) -> dict:
+  """Shapes and dtypes of one training batch as the input pipeline delivers it (uint8 films, int32 labels)."""
+  return {"image": jax.ShapeDtypeStruct((batch_size, image_size, image_size), jnp.uint8),
+          "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}

@@ -8,7 +8,7 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-from configs import tiny  # noqa: E402
+from jaxcxr.configs import tiny  # noqa: E402
 from jaxcxr.data import synthetic  # noqa: E402
 
 

@@ -4,8 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import default
 from jaxcxr import augment
+from jaxcxr.configs import default
 from jaxcxr.errors import UserError
 
 

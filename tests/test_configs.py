@@ -16,7 +16,7 @@ def test_config_loads_with_grouped_keys_and_a_run_command(name):
 
 
 def test_paper_config_matches_the_paper():
-  from configs import paper
+  from jaxcxr.configs import paper
   config = paper.get_config()
   assert config.train.epochs == 10 and config.train.optimizer == "adam"
   assert config.data.image_size == 180 and config.train.batch_size == 16

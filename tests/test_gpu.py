@@ -11,6 +11,7 @@ import pytest
 
 from jaxcxr import conv, devices, models, train, train_step
 from jaxcxr.errors import UserError
+from jaxcxr.perf.flops import step_flops
 
 
 def _gpu():
@@ -49,17 +50,17 @@ def test_step_flops_counted_for_a_gpu_state_as_for_a_cpu_one():
   model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), conv=conv.module("xla"))
   state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
   batch = {"image": np.zeros((8, 32, 32), np.uint8), "label": np.zeros(8, np.int32)}
-  on_cpu = train_step.step_flops(model, state, batch, 1.0)
+  on_cpu = step_flops(model, state, batch, 1.0)
   assert on_cpu > 0
-  assert train_step.step_flops(model, jax.device_put(state, GPU), jax.device_put(batch, GPU), 1.0) == on_cpu
+  assert step_flops(model, jax.device_put(state, GPU), jax.device_put(batch, GPU), 1.0) == on_cpu
 
 
 def test_torch_twin_runs_on_cuda_beside_the_gpu_step():
   torch = pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
   if not torch.cuda.is_available():
     pytest.skip("this PyTorch has no CUDA")
-  from configs import tiny
-  from jaxcxr import bench
+  from jaxcxr.configs import tiny
+  from jaxcxr.perf import bench
   images = np.random.default_rng(0).integers(0, 256, (4, 32, 32)).astype(np.uint8)
   step = bench.load_torch_twin().make_step(tiny.get_config().model, 32, 1e-3, images,
                                            np.array([0, 1, 0, 1], np.int32), "cuda")

@@ -2,8 +2,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import default
 from jaxcxr import input_pipeline
+from jaxcxr.configs import default
 from jaxcxr.data.cache import CachedSplit
 from jaxcxr.errors import UserError
 

@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from configs import default, paper
 from jaxcxr import models
+from jaxcxr.configs import default, paper
 from jaxcxr.errors import UserError
 
 

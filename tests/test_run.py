@@ -1,5 +1,6 @@
 """run.py as a user runs it: exit codes and one-line errors, no tracebacks."""
 
+import ctypes
 import json
 import os
 import pathlib
@@ -22,11 +23,14 @@ def _last_line(stderr: str) -> str:
 
 
 def test_tiny_run_end_to_end(tmp_path, shared_cache):
-  result = _run("--config=configs/tiny.py", f"--workdir={tmp_path}", f"--config.data.cache_dir={shared_cache}")
+  result = _run("--config=jaxcxr/configs/tiny.py", f"--workdir={tmp_path}", f"--config.data.cache_dir={shared_cache}")
   assert result.returncode == 0, result.stderr
   assert "Test split" in result.stdout and "accuracy" in result.stdout
   assert "SYNTHETIC" in result.stderr and "epoch   2 |" in result.stderr
-  assert json.loads((tmp_path / "summary.json").read_text())["step"] > 0
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["step"] > 0
+  # The CPU training entry retains freed host memory (jaxcxr.hostmem), where the C library is glibc.
+  assert summary["device"]["host_memory_retained"] is hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
 
 
 def test_gpu_missing_is_one_clear_line(tmp_path):

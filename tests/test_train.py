@@ -41,7 +41,7 @@ def _assert_same_state(a, b):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, shared_cache):
   """The reference: the tiny config trained for its 2 epochs in one go."""
-  from configs import tiny
+  from jaxcxr.configs import tiny
   config = tiny.get_config()
   config.data.cache_dir = str(shared_cache)
   workdir = tmp_path_factory.mktemp("straight")

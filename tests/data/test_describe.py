@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from configs import default
+from jaxcxr.configs import default
 from jaxcxr.data import describe
 from tests.data.test_nih import HEADER_V2020
 

@@ -1,10 +1,10 @@
 """A seconds-long variant for tests and smoke runs: few synthetic patients, 32 px, 2 epochs.
 
 Run:
-  python run.py --platform=cpu --config=configs/tiny.py --workdir=/tmp/jaxcxr-tiny
+  python run.py --platform=cpu --config=jaxcxr/configs/tiny.py --workdir=/tmp/jaxcxr-tiny
 """
 
-from configs import default
+from jaxcxr.configs import default
 
 
 def get_config():

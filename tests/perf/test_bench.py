@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-# Importing jaxcxr.bench parses its default --config file, which ml_collections 1.1 loads with the deprecated
+# Importing jaxcxr.perf.bench parses its default --config file, which ml_collections 1.1 loads with the deprecated
 # SourceFileLoader.load_module(); the warning is theirs, about their loader, not about code here.
 IMPORTS_BENCH = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config=configs/tiny.py", "--image_size=32", "--batch_size=8", "--steps=3", "--warmup=1"]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TINY = ["--config=jaxcxr/configs/tiny.py", "--steps=3", "--warmup=1"]  # 32 px, batch 8
 
 
 def _bench(*args):
-  result = subprocess.run([sys.executable, "-m", "jaxcxr.bench", *TINY, *args], cwd=ROOT, capture_output=True,
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *TINY, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 0, result.stderr
   return json.loads(result.stdout)
@@ -56,8 +56,9 @@ def test_torch_twin_has_the_same_parameter_count():
   import jax.numpy as jnp
   import numpy as np
 
-  from configs import paper
-  from jaxcxr import bench, models
+  from jaxcxr import models
+  from jaxcxr.configs import paper
+  from jaxcxr.perf import bench
   cfg = paper.get_config()
   model = models.create_model(cfg.model)[0]
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 180, 180, 1)), train=False))
@@ -79,7 +80,7 @@ def test_torch_twin_has_the_same_parameter_count():
 
 
 def test_layers_lists_every_conv_with_every_lowering():
-  from configs import tiny
+  from jaxcxr.configs import tiny
   model = tiny.get_config().model
   layers = _bench("--layers")["conv_layers"]
   assert len(layers) == len(model.widths) * model.convs_per_block
@@ -94,8 +95,8 @@ def test_layers_lists_every_conv_with_every_lowering():
 
 @IMPORTS_BENCH
 def test_torch_twin_missing_from_an_installed_copy_is_a_clear_error(tmp_path):
-  from jaxcxr import bench
   from jaxcxr.errors import UserError
+  from jaxcxr.perf import bench
   with pytest.raises(UserError, match="source checkout"):
     bench.load_torch_twin(tmp_path / "benchmarks" / "torch_paper_cnn.py")
 
@@ -107,7 +108,7 @@ def test_torch_flag_without_pytorch_exits_with_the_install_hint(tmp_path):
       "    if name == 'torch':\n      raise ModuleNotFoundError(name)\n"
       "sys.meta_path.insert(0, _Block())\n")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(tmp_path)}
-  result = subprocess.run([sys.executable, "-m", "jaxcxr.bench", *TINY, "--torch"], cwd=ROOT, capture_output=True,
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *TINY, "--torch"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
@@ -123,8 +124,8 @@ def test_torch_twin_trains_under_bfloat16_autocast():
   pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
   import numpy as np
 
-  from configs import tiny
-  from jaxcxr import bench
+  from jaxcxr.configs import tiny
+  from jaxcxr.perf import bench
   cfg = tiny.get_config().model
   cfg.dtype = "bfloat16"
   images = np.random.default_rng(0).integers(0, 256, (4, 32, 32)).astype(np.uint8)

@@ -1,19 +1,20 @@
 """Train-step benchmark: the real jitted step on device-resident data, against the machine's peak.
 
-  python -m jaxcxr.bench --platform=cpu --image_size=224 --batch_size=32
-  python -m jaxcxr.bench --platform=cpu --torch                # with the PyTorch twin, alternating
-  python -m jaxcxr.bench --platform=gpu --config.model.dtype=bfloat16
-  python -m jaxcxr.bench --layers              # + each conv layer's passes in every lowering
-  python -m jaxcxr.bench --torch --noretain_host_memory   # glibc's default: big buffers re-mmapped each step
+  python -m jaxcxr.perf.bench                       # paper CNN, 224 px, batch 32 (jaxcxr/configs/bench_step.py)
+  python -m jaxcxr.perf.bench --torch               # with the PyTorch twin, alternating
+  python -m jaxcxr.perf.bench --platform=gpu --config.model.dtype=bfloat16
+  python -m jaxcxr.perf.bench --config.data.image_size=180 --config.train.batch_size=16   # any config key
+  python -m jaxcxr.perf.bench --layers              # + each conv layer's passes in every lowering
+  python -m jaxcxr.perf.bench --torch --noretain_host_memory   # glibc's default: big buffers re-mmapped each step
 
 Builds the state and step exactly as training does (`train_step.create_state`,
-`train_step.jit_steps`, the config's optimizer), warms up, then times each step
+`train_step.jit_steps`, the config's model, optimizer, image size and batch size), warms up, then times each step
 after `block_until_ready`. FLOPs per step come from XLA's cost analysis; the
 peak is a large matmul in the model's compute dtype, timed in the same process on the same device.
 With --torch, the PyTorch twin (`benchmarks/torch_paper_cnn.py`) runs the same shapes,
 one step each in turn, so both see the same machine state. With --layers, each
 convolution of the model is also timed alone (forward, input gradient, kernel
-gradient) in every lowering: the evidence behind `conv.py`'s choices. Prints JSON.
+gradient) in every lowering: the evidence behind `jaxcxr/conv/policy.py`'s table. Prints JSON.
 """
 
 import importlib.util
@@ -22,27 +23,27 @@ import statistics
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, conv, devices, reporting, train_step
+from jaxcxr import augment, conv, devices, hostmem, reporting, train_step
 from jaxcxr.conv import direct
 from jaxcxr.errors import UserError
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
+from jaxcxr.perf.flops import step_flops
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-TORCH_TWIN = _ROOT / "benchmarks" / "torch_paper_cnn.py"
+# The twin lives in the checkout's benchmarks/, outside the package.
+TORCH_TWIN = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "torch_paper_cnn.py"
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", str(_ROOT / "configs" / "paper.py"),
-    "Config whose model and optimizer are benchmarked.")
-_PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input resolution.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size.")
+    "config", str(pathlib.Path(__file__).parents[1] / "configs" / "bench_step.py"),
+    "Config whose model, optimizer, image size and batch size are benchmarked.")
+_PLATFORM = flags.DEFINE_enum("platform", devices.CPU, list(devices.PLATFORMS), "Device.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch twin, alternating step by step.")
@@ -80,9 +81,10 @@ def _median_ms(fn, *args) -> float:
 
 
 def conv_layer_shapes(model, params, image: jax.Array) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-  """(input shape, kernel shape) of every `conv.Conv` in `model`, read off a shape-only forward pass."""
+  """(input shape, kernel shape) of every convolution in `model` (`conv.Conv` or flax's), read off a
+  shape-only forward pass."""
   _, state = jax.eval_shape(lambda: model.apply({"params": params}, image, train=False, mutable=["intermediates"],
-                                                capture_intermediates=lambda m, _: isinstance(m, conv.Conv)))
+                                                capture_intermediates=lambda m, _: isinstance(m, (conv.Conv, nn.Conv))))
   shapes = []
   for name, captured in state["intermediates"].items():
     if "__call__" in captured:
@@ -142,8 +144,11 @@ def main(argv):
 
 def _run():
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
-  config, size, batch = _CONFIG.value, _IMAGE_SIZE.value, _BATCH_SIZE.value
-  device = devices.select_device(_PLATFORM.value, _RETAIN.value)
+  config = _CONFIG.value
+  size, batch = config.data.image_size, config.train.batch_size
+  if _PLATFORM.value == devices.CPU and _RETAIN.value:
+    hostmem.retain_freed_memory()  # before the CPU backend starts, as jaxcxr.main does for training
+  device = devices.select_device(_PLATFORM.value)
   model, lowering = create_model(config.model, device.platform)
   tx = create_optimizer(config.train, total_steps=1_000_000)
   state = jax.jit(lambda: train_step.create_state(model, tx, size, config.train.seed),
@@ -174,7 +179,7 @@ def _run():
       t = time.perf_counter()
       torch_step()
       torch_ms.append(1000.0 * (time.perf_counter() - t))
-  flops = train_step.step_flops(model, state, data, 1.0, photometric)
+  flops = step_flops(model, state, data, 1.0, photometric)
   peak = matmul_peak_flops(device, model.dtype)
   result = {"device": devices.describe(device), "model": config.model.to_dict(),
             "lowering": lowering, "image_size": size,

@@ -11,13 +11,13 @@ from PIL import Image
 
 from jaxcxr import conv
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _speedup(out, platforms):
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
-  return subprocess.run([sys.executable, "-m", "jaxcxr.speedup", "--config=configs/tiny.py",
-                         f"--platforms={platforms}", f"--out={out}", "--overrides=train.epochs=2"],
+  return subprocess.run([sys.executable, "-m", "jaxcxr.perf.speedup", "--config=jaxcxr/configs/tiny.py",
+                         f"--platforms={platforms}", f"--out={out}", "--config.train.epochs=2"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
 from jaxcxr import models
+from jaxcxr.configs import default
 from jaxcxr.conv import direct as direct_conv
 from jaxcxr.conv import gemm
 from jaxcxr.errors import UserError

@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from configs import default
 from jaxcxr import conv, models, train_step
+from jaxcxr.configs import default
 from jaxcxr.conv import direct, gemm, policy
+from jaxcxr.perf.flops import step_flops
 
 
 # Shapes reach every forward lowering: XLA's conv (3+5, 2+3 channels), taps (1 input channel),
@@ -113,7 +114,7 @@ def test_step_flops_count_the_gemm_lowering_in_full():
   for lowering in ("xla", "gemm", "winograd", "direct"):
     model = models.PaperCNN(widths=(16, 32), convs_per_block=2, dense=(16,), conv=conv.module(lowering))
     state = train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0)
-    counts.append(train_step.step_flops(model, state, batch, 1.0, (0.1, 0.05)))
+    counts.append(step_flops(model, state, batch, 1.0, (0.1, 0.05)))
   assert counts[0] > 0 and counts[0] == counts[1] == counts[2] == counts[3]
 
 

@@ -1,19 +1,21 @@
 """The paper's CPU-vs-GPU comparison on your hardware, in one command.
 
-  python -m jaxcxr.speedup --config=configs/paper.py --platforms=cpu,gpu
-  python -m jaxcxr.speedup --platforms=cpu1,cpu        # no GPU: one thread vs all cores
-  python -m jaxcxr.speedup --config=configs/paper.py --platforms=cpu,gpu --data_dir=/data/chest_xray \
-      --overrides=data.dataset=kermany --out=runs/speedup-kermany
+  python -m jaxcxr.perf.speedup --config=jaxcxr/configs/paper.py --platforms=cpu,gpu
+  python -m jaxcxr.perf.speedup --platforms=cpu1,cpu        # no GPU: one thread vs all cores
+  python -m jaxcxr.perf.speedup --config=jaxcxr/configs/kermany.py --platforms=cpu,gpu \
+      --data_dir=/data/chest_xray --config.train.epochs=3 --out=runs/speedup-kermany
 
-Each platform trains the identical config, data, seed and number of steps in
-its own `run.py` process: `JAX_PLATFORMS` is set per process (CUDA never
+Each platform trains the identical config (with the same `--config.key=value`
+overrides as run.py), data, seed and number of steps in its own
+`python -m jaxcxr.main` process: `JAX_PLATFORMS` is set per process (CUDA never
 touches the GPU during a CPU run), and `cpu1` is the CPU pinned to one core
 with XLA's intra-op threading off (the paper's "sequential" baseline). Every
 step is timed after a sync; compile time is reported apart. The first
 platform listed is the reference: speedup = reference time / platform time.
 
 Writes to --out: report.md (paper Tables 3-5), speedup.json (everything, with
-devices, JAX version and FLOPs per step) and four PNG figures (Figures 5-8).
+devices, JAX version and FLOPs per step, counted here by `perf.flops`) and four
+PNG figures (Figures 5-8).
 A platform that cannot run gets a row saying why; the command exits 0 when at
 least two platforms ran.
 """
@@ -26,19 +28,22 @@ import statistics
 import subprocess
 import sys
 
+import jax
 from absl import app, flags
+from ml_collections import config_flags
 
-from jaxcxr import plots
 from jaxcxr.fsutil import atomic_write_json, atomic_write_text
+from jaxcxr.perf import plots, runs
+from jaxcxr.perf.flops import config_step_flops
 
-_CONFIG = flags.DEFINE_string("config", "configs/default.py", "Config file, identical for every platform.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(pathlib.Path(__file__).parents[1] / "configs" / "default.py"),
+    "Config file, identical for every platform; --config.key=value overrides apply to every run.")
 _PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "gpu"], "Platforms to compare: cpu, cpu1, gpu. "
                                "The first is the reference.")
 _OUT = flags.DEFINE_string("out", "runs/speedup", "Output folder (its per-platform runs are started afresh).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset; absent = the embedded synthetic default.")
-_OVERRIDES = flags.DEFINE_list("overrides", [], "Config overrides for every run, e.g. train.epochs=3.")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 # run.py's --platform, and JAX_PLATFORMS for the process (None: unset, JAX finds the GPU itself).
 PLATFORMS = {"cpu": ("cpu", "cpu"), "cpu1": ("cpu", "cpu"), "gpu": ("gpu", None)}
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -55,11 +60,9 @@ def run_platform(platform: str, out: pathlib.Path) -> dict:
   flag, jax_platforms = PLATFORMS[platform]
   workdir = out / platform
   shutil.rmtree(workdir, ignore_errors=True)
-  command = [sys.executable, str(ROOT / "run.py"), f"--platform={flag}", f"--config={_CONFIG.value}",
-             f"--workdir={workdir}", f"--config.data.cache_dir={out / 'cache'}",
-             "--config.train.log_step_times=True"]
+  command = runs.training_command(flag, workdir, runs.config_args(), f"--config.data.cache_dir={out / 'cache'}",
+                                  "--config.train.log_step_times=True")
   command += [f"--data_dir={_DATA_DIR.value}"] if _DATA_DIR.value else []
-  command += [f"--config.{o}" for o in _OVERRIDES.value]
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
   if jax_platforms:
     env["JAX_PLATFORMS"] = jax_platforms
@@ -68,7 +71,7 @@ def run_platform(platform: str, out: pathlib.Path) -> dict:
                         "intra_op_parallelism_threads=1").strip()
     command.append("--config.data.num_threads=1")
   print(f"[speedup] {platform}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-  result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+  result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           preexec_fn=_pin_to_one_core if platform == "cpu1" else None)
   if result.returncode != 0:
     lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
@@ -180,8 +183,16 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   results = [run_platform(p, out) for p in _PLATFORMS.value]
+  # This process only counts FLOPs: on the CPU, leaving any GPU to the runs.
+  jax.config.update("jax_platforms", "cpu")
+  flops = config_step_flops(_CONFIG.value)
+  for r in results:
+    if r["ran"]:
+      r["timing"]["flops_per_step"] = flops
   comparison = compare(results)
-  report = {"config": _CONFIG.value, "data_dir": _DATA_DIR.value, "overrides": _OVERRIDES.value,
+  config_flag = flags.FLAGS["config"]
+  report = {"config": config_flags.get_config_filename(config_flag),
+            "overrides": config_flags.get_override_values(config_flag), "data_dir": _DATA_DIR.value,
             "results": results, "comparison": comparison}
   report["figures"] = figures(results, out) if comparison else []
   atomic_write_json(out / "speedup.json", report)

@@ -2,7 +2,7 @@
 
 Run:
   python run.py --platform=cpu
-  python run.py --platform=cpu --config=configs/default.py --config.train.epochs=3 --workdir=runs/short
+  python run.py --platform=cpu --config=jaxcxr/configs/default.py --config.train.epochs=3 --workdir=runs/short
 Real NIH data with these settings:
   python run.py --platform=cpu --data_dir=/data/ChestX-ray14
 """
@@ -51,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
                                    # Winograd for wide layers) | direct (winograd + a compiled direct conv
                                    # for narrow layers; needs a C++ compiler) | auto: direct (winograd
                                    # without a compiler) on a CPU of <= 2 cores, xla elsewhere (GPU,
-                                   # many-core CPU; models.resolve_lowering)
+                                   # many-core CPU; jaxcxr/conv/policy.py)
 
   config.train = train = ml_collections.ConfigDict()
   train.epochs = 8

@@ -6,12 +6,12 @@ balanced by resampling the stream and AUC is the headline metric; the test
 split is 555 Pneumonia vs 9,861 No Finding (5.3% positive).
 
 Run:
-  python run.py --mode=describe --config=configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14
-  python run.py --platform=gpu --config=configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14 \
+  python run.py --mode=describe --config=jaxcxr/configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14
+  python run.py --platform=gpu --config=jaxcxr/configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14 \
       --workdir=runs/nih-gpu
 """
 
-from configs import default
+from jaxcxr.configs import default
 
 
 def get_config():

@@ -1,11 +1,14 @@
 """Input-side benchmark: preprocessing, loading, and data wait / memory in real training runs.
 
-  python -m jaxcxr.data.bench                        # prints JSON; about 3 minutes on 2 cores
-  python -m jaxcxr.data.bench --images=600 --out=bench-data.json
+  python -m jaxcxr.perf.data_bench                   # prints JSON; about 1 minute on 2 cores
+  python -m jaxcxr.perf.data_bench --images=600 --out=bench-data.json
+  python -m jaxcxr.perf.data_bench --config.data.image_size=128   # any config key, as in run.py
 
-Everything goes through the project's own code paths: the cache builder for
-preprocessing (1024x1024 8-bit PNGs -> 224 px, all cores), the grain training
-stream for loading (224 px, with augmentation), and `run.py` itself for the
+Everything goes through the project's own code paths and the config
+(`jaxcxr/configs/bench_data.py` by default: 224 px, batch 32, one epoch):
+the cache builder for preprocessing (1024x1024 8-bit PNGs -> the config's
+image size, all cores), the grain training stream for loading (the config's
+batch size and augmentation settings), and `jaxcxr.main` itself for the
 training runs, on two dataset sizes, whose summaries give the fraction of step
 time spent waiting for data and the process's peak RSS.
 """
@@ -16,26 +19,27 @@ import pathlib
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 from absl import app, flags
+from ml_collections import config_flags
 from PIL import Image
 
-from configs import default
-from jaxcxr import input_pipeline, reporting
+from jaxcxr import devices, input_pipeline, reporting
 from jaxcxr.data import cache, images, nih, synthetic
+from jaxcxr.perf import runs
 
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(pathlib.Path(__file__).parents[1] / "configs" / "bench_data.py"),
+    "Config whose image size, batch size, augmentation and training run are measured.")
 _IMAGES = flags.DEFINE_integer("images", 1200, "1024x1024 PNGs to preprocess (enough to amortise worker start-up).")
-_SIZE = flags.DEFINE_integer("size", 224, "Preprocessed (training) resolution.")
-_BATCHES = flags.DEFINE_integer("batches", 200, "Batches of 32 timed for the loader.")
+_BATCHES = flags.DEFINE_integer("batches", 200, "Batches timed for the loader.")
 _TRAIN_SIZES = flags.DEFINE_list("train_sizes", ["160", "480"], "Dataset sizes of the two training runs.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Scratch folder (default: a temporary one, removed).")
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 DISTINCT = 12  # distinct films rendered; the rest are byte copies (decoding cost is the same)
 
 
@@ -88,13 +92,13 @@ def bench_preprocess(root: pathlib.Path, size: int, cache_dir: pathlib.Path) -> 
           "workers": os.cpu_count(), "nih_112120_minutes": 112_120 / (len(table) / seconds) / 60}, split
 
 
-def bench_loader(split: cache.CachedSplit, batches: int, augment: str, worker_processes: int = 0) -> dict:
-  """Images per second from the real training stream in batches of 32; `augment` is off, or the
+def bench_loader(split: cache.CachedSplit, config, batches: int, augment: str, worker_processes: int = 0) -> dict:
+  """Images per second from the real training stream in the config's batches; `augment` is off, or the
   geometric warp's interpolation (nearest or bilinear)."""
-  cfg = default.get_config().data
+  cfg, batch_size = config.data.copy_and_resolve_references(), config.train.batch_size
   cfg.augment.enabled = augment != "off"
   cfg.augment.interpolation = augment if augment != "off" else cfg.augment.interpolation
-  stream = input_pipeline.train_dataset(input_pipeline.SplitSource(split), 32, 10_000, 0, cfg.augment)
+  stream = input_pipeline.train_dataset(input_pipeline.SplitSource(split), batch_size, 10_000, 0, cfg.augment)
   iterator = input_pipeline.train_iterator(stream, cfg.num_threads, cfg.prefetch, worker_processes)
   for _ in range(5):
     next(iterator)
@@ -105,17 +109,14 @@ def bench_loader(split: cache.CachedSplit, batches: int, augment: str, worker_pr
   if worker_processes:
     iterator.close()
   return {"augment": augment, "photometric": "on the device, in the train step (jaxcxr/augment.py)",
-          "batch_size": 32, "threads": cfg.num_threads,
-          "worker_processes": worker_processes, "images_per_s": 32 * batches / seconds}
+          "batch_size": batch_size, "threads": cfg.num_threads,
+          "worker_processes": worker_processes, "images_per_s": batch_size * batches / seconds}
 
 
-def bench_training(root: pathlib.Path, size: int, workdir: pathlib.Path) -> dict:
-  """A real run.py CPU run (1 epoch, 224 px) on this folder; its summary has data wait and peak RSS."""
-  command = [sys.executable, str(ROOT / "run.py"), "--platform=cpu", f"--data_dir={root}",
-             f"--workdir={workdir}", f"--config.data.image_size={size}", "--config.train.epochs=1",
-             "--config.train.batch_size=32"]
-  subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                 stdout=subprocess.DEVNULL)
+def bench_training(root: pathlib.Path, workdir: pathlib.Path) -> dict:
+  """A real CPU training run of the config on this folder; its summary has data wait and peak RSS."""
+  command = runs.training_command(devices.CPU, workdir, runs.config_args(), f"--data_dir={root}")
+  subprocess.run(command, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.DEVNULL)
   summary = json.loads((workdir / "summary.json").read_text())
   epoch = summary["epochs"][-1]
   return {"images": sum(summary["split_sizes"].values()), "train_steps": epoch["steps_timed"],
@@ -125,16 +126,20 @@ def bench_training(root: pathlib.Path, size: int, workdir: pathlib.Path) -> dict
 
 def main(argv):
   del argv
+  config = _CONFIG.value
+  size = config.data.image_size
   scratch = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="jaxcxr-bench-"))
   try:
     films = render_films(scratch / "films")
-    result = {"machine": {"cpus": os.cpu_count()}, "decode_one_core": bench_decode(films, _SIZE.value)}
+    result = {"machine": {"cpus": os.cpu_count()}, "image_size": size, "batch_size": config.train.batch_size,
+              "decode_one_core": bench_decode(films, size)}
     root = write_nih_folder(scratch / "nih", _IMAGES.value, films)
-    result["preprocess"], split = bench_preprocess(root, _SIZE.value, scratch / "cache")
-    result["loader"] = [bench_loader(split, _BATCHES.value, augment) for augment in ("off", "nearest", "bilinear")]
-    result["loader"].append(bench_loader(split, _BATCHES.value, "nearest", worker_processes=os.cpu_count()))
-    result["training"] = [bench_training(write_nih_folder(scratch / f"nih{n}", int(n), films), _SIZE.value,
-                                         scratch / f"run{n}") for n in _TRAIN_SIZES.value]
+    result["preprocess"], split = bench_preprocess(root, size, scratch / "cache")
+    result["loader"] = [bench_loader(split, config, _BATCHES.value, augment)
+                        for augment in ("off", "nearest", "bilinear")]
+    result["loader"].append(bench_loader(split, config, _BATCHES.value, "nearest", worker_processes=os.cpu_count()))
+    result["training"] = [bench_training(write_nih_folder(scratch / f"nih{n}", int(n), films), scratch / f"run{n}")
+                          for n in _TRAIN_SIZES.value]
   finally:
     if not _WORKDIR.value:
       shutil.rmtree(scratch, ignore_errors=True)
