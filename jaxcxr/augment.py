@@ -23,7 +23,8 @@ from jaxcxr.errors import UserError
 
 class GeometricAugment(grain.transforms.RandomMap):
   """Per film, a random affine warp in PIL: nearest (default, as torchvision's RandomAffine; at
-  <=5 degrees and <=5% scale it moves no pixel by more than one) or bilinear (~6x dearer)."""
+  <=5 degrees and <=5% scale it moves no pixel by more than one) or bilinear (dearer: the README's
+  input-pipeline table)."""
 
   RESAMPLING = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
 

@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   # the device inside the train step (see jaxcxr/augment.py). No flips: laterality matters.
   data.augment = ml_collections.ConfigDict(dict(
       enabled=True, max_translate=0.04, max_scale=0.05, max_rotate_deg=5.0, brightness=0.05,
-      contrast=0.1, interpolation="nearest"))  # interpolation: nearest | bilinear (~6x dearer)
+      contrast=0.1, interpolation="nearest"))  # interpolation: nearest | bilinear (dearer)
   # The embedded default (used when --data_dir is absent): see jaxcxr/data/synthetic.py.
   data.synthetic = ml_collections.ConfigDict(dict(
       num_patients=240, max_images_per_patient=4, image_size=256, pneumonia_fraction=0.4,

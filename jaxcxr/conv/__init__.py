@@ -7,6 +7,6 @@ the algorithms (`gemm`, `winograd`, and `direct` with its compiled kernel).
 """
 
 from jaxcxr.conv.module import Conv, convolution, module
-from jaxcxr.conv.policy import AUTO, LOWERINGS, XLA, resolve
+from jaxcxr.conv.policy import AUTO, LOWERINGS, XLA, resolve, runnable
 
-__all__ = ["AUTO", "LOWERINGS", "XLA", "Conv", "convolution", "module", "resolve"]
+__all__ = ["AUTO", "LOWERINGS", "XLA", "Conv", "convolution", "module", "resolve", "runnable"]

@@ -100,3 +100,9 @@ def resolve(requested: str, platform: str, cores: int | None = None) -> str:
       raise UserError(f"model.lowering=direct is a CPU kernel and cannot run on {platform}; use auto or xla there")
     direct.require()
   return lowering
+
+
+def runnable(platform: str) -> tuple[str, ...]:
+  """The lowerings that can run on `platform` in this process: all of them on a CPU that can build the
+  direct kernel, all but `direct` elsewhere."""
+  return tuple(l for l in LOWERINGS if l != DIRECT or (platform == devices.CPU and direct.available()))

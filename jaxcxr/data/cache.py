@@ -160,6 +160,15 @@ def _decode_all(paths: list, size: int, aspect: str, out, desc: str, workers: in
   return errors
 
 
+def _resize_all(films: np.ndarray, size: int, aspect: str, out, desc: str) -> list[tuple[int, str]]:
+  """Fits already-decoded films to `size`, appending them to the binary file `out`; none can be bad."""
+  with Progress(len(films), desc, unit="img") as bar:
+    for film in films:
+      out.write(images.fit(film, size, aspect).tobytes())
+      bar.update()
+  return []
+
+
 def _report_bad(errors: list[tuple[int, str]], split: str, cache_dir: pathlib.Path, policy: str) -> None:
   listing = cache_dir / f"bad-images-{split}.txt"
   atomic_write_text(listing, "".join(msg + "\n" for _, msg in errors))
@@ -211,9 +220,10 @@ def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int, size
           "patient_ids": rows["patient_id"].astype(str).tolist()}
 
 
-def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, size: int,
-                  aspect: str, on_bad_image: str, workers: int | None = None) -> CachedSplit:
-  """Returns the cached split of image files, decoding them first if no cache matches."""
+def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, size: int, aspect: str,
+                  on_bad_image: str, workers: int | None = None, films: np.ndarray | None = None) -> CachedSplit:
+  """Returns the cached split, building it first if no cache matches: from `films` where the reader
+  holds them decoded (one per row of `examples`), else by decoding each row's image file."""
   if on_bad_image not in BAD_IMAGE_POLICIES:
     raise UserError(f"data.on_bad_image={on_bad_image!r}; use one of {', '.join(BAD_IMAGE_POLICIES)}")
   if aspect not in images.ASPECT_MODES:
@@ -226,28 +236,16 @@ def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, s
     return open_split(final)
   with _Building(cache_dir, split) as build:
     with open(build.tmp / "images.u8", "wb") as out:
-      errors = _decode_all(list(examples["path"]), size, aspect, out, f"preprocessing {split}",
-                           workers or os.cpu_count() or 1)
+      if films is None:
+        errors = _decode_all(list(examples["path"]), size, aspect, out, f"preprocessing {split}",
+                             workers or os.cpu_count() or 1)
+      else:
+        errors = _resize_all(films, size, aspect, out, f"resizing {split}")
     if errors:
       _report_bad(errors, split, cache_dir, on_bad_image)
     bad = {i for i, _ in errors}
     kept = examples.iloc[[i for i in range(len(examples)) if i not in bad]]
     build.commit(final, _manifest(settings, split, kept, len(bad), size))
-  return open_split(final)
-
-
-def build_from_arrays(films: np.ndarray, examples: pd.DataFrame, split: str, cache_dir: pathlib.Path,
-                      size: int, aspect: str, source: str) -> CachedSplit:
-  """Caches already-decoded films (MedMNIST) at `size`; `source` fingerprints where they came from."""
-  settings = {"format": FORMAT_VERSION, "size": size, "aspect": aspect, "sources": source}
-  final = _cache_folder(cache_dir, split, settings)
-  if not (final / "manifest.json").is_file():
-    with _Building(cache_dir, split) as build:
-      with open(build.tmp / "images.u8", "wb") as out, Progress(len(films), f"resizing {split}", "img") as bar:
-        for film in films:
-          out.write(images.fit(film, size, aspect).tobytes())
-          bar.update()
-      build.commit(final, _manifest(settings, split, examples, 0, size))
   return open_split(final)
 
 

@@ -2,22 +2,22 @@
 
 `data.dataset` picks the reader: `nih` (ChestX-ray14 layout; also the embedded
 synthetic default), `kermany` (class-per-folder trees such as Kermany's
-chest_xray/) or `medmnist` (PneumoniaMNIST-style .npz).
+chest_xray/) or `medmnist` (PneumoniaMNIST-style .npz). Every reader returns
+the same `splits.Examples`, so nothing below this registry knows which one ran.
 """
 
-import hashlib
 import logging
 import pathlib
 
 import ml_collections
-import pandas as pd
 
-from jaxcxr.data import cache, folders, medmnist, nih, synthetic
+from jaxcxr.data import cache, folders, medmnist, nih, splits, synthetic
 from jaxcxr.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("nih", "kermany", "medmnist")
+READERS = {"nih": nih.read, "kermany": folders.read, "medmnist": medmnist.read}
+DATASETS = tuple(READERS)
 
 
 def cache_dir_for(data_cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
@@ -52,26 +52,9 @@ def _readable(path: pathlib.Path) -> bool:
     return False
 
 
-def _npz_table(path: pathlib.Path) -> tuple[pd.DataFrame, dict]:
-  arrays = medmnist.read_npz(medmnist.find_npz(path))
-  frames = [pd.DataFrame({"image_id": [f"{s}-{i}" for i in range(len(y))], "label": y.astype(float),
-                          "split": s, "official_split": s, "view": None, "path": None})
-            for s, (_, y) in arrays.items()]
-  table = pd.concat(frames, ignore_index=True)
-  table["patient_id"] = table["image_id"]
-  return table, arrays
-
-
-def read_table(data_cfg: ml_collections.ConfigDict, root: pathlib.Path) -> pd.DataFrame:
-  """Every example with image_id, path, label (NaN = excluded by the label policy), patient_id,
-  view, split and official_split."""
-  if data_cfg.dataset == "nih":
-    return nih.read_release(root, data_cfg.target, data_cfg.negatives, data_cfg.val_fraction,
-                            data_cfg.test_fraction, data_cfg.split_seed)
-  if data_cfg.dataset == "kermany":
-    return folders.read_tree(root, data_cfg.positive_class, data_cfg.val_fraction, data_cfg.test_fraction,
-                             data_cfg.split_seed)
-  return _npz_table(root)[0]
+def read(data_cfg: ml_collections.ConfigDict, root: pathlib.Path) -> splits.Examples:
+  """Every example of the dataset at `root`, as `data.dataset`'s reader returns it."""
+  return READERS[data_cfg.dataset](data_cfg, root)
 
 
 def views_of(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -83,34 +66,23 @@ def load_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
   """Reads, splits and caches the dataset; every split is non-empty when this returns."""
   cache_dir = cache_dir_for(data_cfg, workdir)
   root = resolve_source(data_cfg, data_dir, cache_dir)
-  if data_cfg.dataset == "medmnist":
-    table, arrays = _npz_table(root)
-  else:
-    table, arrays = read_table(data_cfg, root), None
-  examples = nih.select_examples(table, views_of(data_cfg))
-  if arrays is not None:  # one fingerprint of the .npz for all three splits' caches
-    npz = medmnist.find_npz(root)
-    stat = npz.stat()
-    npz_source = hashlib.sha256(f"{npz.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-  elif len(examples) and examples["path"].isna().all():
+  examples = read(data_cfg, root)
+  selected = splits.select_examples(examples.table, views_of(data_cfg))
+  if len(selected) and selected["path"].isna().all():
     raise UserError(f"no image files found for the metadata in {root}: expected images/*.png or "
                     "images_001/images/*.png beside the CSV (NIH), or class folders (kermany)")
-  splits = {}
-  for name in nih.SPLITS:
-    rows = examples[examples["split"] == name]
+  cached = {}
+  for name in splits.SPLITS:
+    rows = selected[selected["split"] == name]
     if rows.empty:
       raise UserError(f"split {name!r} is empty after applying data.target={data_cfg.target!r}, "
                       f"data.negatives={data_cfg.negatives!r}, data.views={data_cfg.views!r}; "
                       "loosen the filters or check the split lists")
-    if arrays is not None:
-      splits[name] = cache.build_from_arrays(arrays[name][0], rows, name, cache_dir, data_cfg.image_size,
-                                             data_cfg.aspect, npz_source)
-    else:
-      splits[name] = cache.build_or_load(rows, name, cache_dir, data_cfg.image_size, data_cfg.aspect,
-                                         data_cfg.on_bad_image, data_cfg.workers or None)
-    split = splits[name]
+    split = cached[name] = cache.build_or_load(rows, name, cache_dir, data_cfg.image_size, data_cfg.aspect,
+                                               data_cfg.on_bad_image, data_cfg.workers or None,
+                                               films=examples.films(name, rows))
     log.info("split %-5s %6d images, %5d positive (%.1f%%), %d skipped", name, len(split),
              split.num_positive, 100.0 * split.num_positive / len(split), split.skipped)
     if split.num_positive in (0, len(split)):
       log.warning("split %r has only one class: AUC is undefined on it", name)
-  return splits
+  return cached

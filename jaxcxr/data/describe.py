@@ -11,19 +11,18 @@ import pathlib
 import ml_collections
 import pandas as pd
 
-from jaxcxr.data import datasets, nih
+from jaxcxr.data import datasets, splits
 from jaxcxr.fsutil import atomic_write_json
 
 
-def summarize(rows: pd.DataFrame, files: bool = True) -> dict:
-  """Counts for one group of rows; `files` is False for datasets without image files (npz)."""
+def summarize(rows: pd.DataFrame) -> dict:
+  """Counts for one group of rows."""
   out = {"images": int(len(rows)), "patients": int(rows["patient_id"].nunique()),
          "positives": int((rows["label"] == 1).sum()), "negatives": int((rows["label"] == 0).sum()),
          "excluded_by_label_policy": int(rows["label"].isna().sum())}
   if rows["view"].notna().any():
     out["views"] = {str(k): int(v) for k, v in rows["view"].value_counts().items()}
-  if files:
-    out["missing_on_disk"] = int(rows["path"].isna().sum())
+  out["missing_on_disk"] = int(rows["path"].isna().sum())
   return out
 
 
@@ -35,14 +34,13 @@ def shared_patients(table: pd.DataFrame, column: str) -> dict[str, int]:
 def describe(data_cfg: ml_collections.ConfigDict, data_dir: str | None, workdir: pathlib.Path) -> dict:
   """The dataset report as a dict; see the module docstring."""
   root = datasets.resolve_source(data_cfg, data_dir, datasets.cache_dir_for(data_cfg, workdir))
-  table = datasets.read_table(data_cfg, root)
-  selected = nih.select_examples(table, datasets.views_of(data_cfg))
-  files = data_cfg.dataset != "medmnist"
+  table = datasets.read(data_cfg, root).table
+  selected = splits.select_examples(table, datasets.views_of(data_cfg))
   report = {"dataset": data_cfg.dataset, "source": str(root), "target": data_cfg.target,
-            "negatives": data_cfg.negatives, "all": summarize(table, files),
-            "published_splits": {k: summarize(v, files) for k, v in table.groupby("official_split")},
+            "negatives": data_cfg.negatives, "all": summarize(table),
+            "published_splits": {k: summarize(v) for k, v in table.groupby("official_split")},
             "published_shared_patients": shared_patients(table, "official_split"),
-            "splits": {k: summarize(v, files) for k, v in selected.groupby("split")},
+            "splits": {k: summarize(v) for k, v in selected.groupby("split")},
             "shared_patients": shared_patients(selected, "split")}
   if "labels" in table:
     report["findings"] = {str(k): int(v) for k, v in

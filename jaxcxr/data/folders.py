@@ -14,7 +14,7 @@ import re
 
 import pandas as pd
 
-from jaxcxr.data import nih
+from jaxcxr.data.splits import Examples, check_patient_disjoint, split_patients
 from jaxcxr.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -66,17 +66,23 @@ def read_tree(root: pathlib.Path, positive_class: str, val_fraction: float, test
   if split_dirs and "test" in {d.name for d in split_dirs}:
     table["split"] = "test"
     pool = table["official_split"] != "test"
-    of = nih.split_patients(table.loc[pool, "patient_id"], {"val": val_fraction, "train": 1 - val_fraction}, seed)
+    of = split_patients(table.loc[pool, "patient_id"], {"val": val_fraction, "train": 1 - val_fraction}, seed)
     table.loc[pool, "split"] = table.loc[pool, "patient_id"].map(of)
     shared = set(table.loc[pool, "patient_id"]) & set(table.loc[~pool, "patient_id"])
     if shared:
       log.warning("%d patient ID(s) of the published test folder also appear in train/val (e.g. %s); "
                   "the test split is kept as published", len(shared), sorted(shared)[0])
-    nih.check_patient_disjoint(table[pool])
+    check_patient_disjoint(table[pool])
   else:
-    of = nih.split_patients(table["patient_id"], {"test": test_fraction, "val": val_fraction,
+    of = split_patients(table["patient_id"], {"test": test_fraction, "val": val_fraction,
                                                   "train": 1 - val_fraction - test_fraction}, seed)
     table["split"] = table["patient_id"].map(of)
     table["official_split"] = table["split"]
-    nih.check_patient_disjoint(table)
+    check_patient_disjoint(table)
   return table
+
+
+def read(data_cfg, root: pathlib.Path) -> Examples:
+  """The reader `data.dataset=kermany` names: `read_tree` with the config's class and split settings."""
+  return Examples(read_tree(root, data_cfg.positive_class, data_cfg.val_fraction, data_cfg.test_fraction,
+                            data_cfg.split_seed))

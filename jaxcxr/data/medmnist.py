@@ -4,12 +4,15 @@ The file holds `{train,val,test}_images` (N, S, S) uint8 and
 `{train,val,test}_labels` (N, 1); S is 28, 64, 128 or 224. It is read with
 `allow_pickle=False`, so a crafted file cannot run code. There are no patient
 IDs; each image is its own "patient" and the published splits are kept.
+Every row's `path` is the .npz itself, so the cache's fingerprint follows the file.
 """
 
 import pathlib
 
 import numpy as np
+import pandas as pd
 
+from jaxcxr.data.splits import Examples
 from jaxcxr.errors import UserError
 
 SPLIT_KEYS = {"train": "train", "val": "val", "test": "test"}
@@ -50,3 +53,17 @@ def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
       raise UserError(f"{path}: {keys[1]} must be 0/1 for a binary task, found {np.unique(labels)[:5]}")
     splits[split] = (images, labels.astype(np.int32))
   return splits
+
+
+def read(data_cfg, root: pathlib.Path) -> Examples:
+  """The reader `data.dataset=medmnist` names: the .npz at (or in) `root`, its films already decoded."""
+  del data_cfg  # the file fixes labels and splits
+  path = find_npz(root)
+  arrays = read_npz(path)
+  frames = [pd.DataFrame({"image_id": [f"{s}-{i}" for i in range(len(y))], "label": y.astype(float),
+                          "split": s, "official_split": s, "view": None, "path": str(path),
+                          "array_index": np.arange(len(y))})
+            for s, (_, y) in arrays.items()]
+  table = pd.concat(frames, ignore_index=True)
+  table["patient_id"] = table["image_id"]
+  return Examples(table, {s: images for s, (images, _) in arrays.items()})

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from jaxcxr.data.splits import Examples, check_patient_disjoint, select_examples, split_patients
 from jaxcxr.errors import UserError
 
 METADATA_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -25,7 +26,6 @@ FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion",
 NEGATIVE_POLICIES = ("no_finding", "rest")
 REQUIRED_COLUMNS = {"Image Index": "image_id", "Finding Labels": "labels",
                     "Patient ID": "patient_id", "View Position": "view"}
-SPLITS = ("train", "val", "test")
 
 
 def find_metadata(data_dir: pathlib.Path) -> pathlib.Path:
@@ -104,20 +104,6 @@ def binary_labels(labels: pd.Series, target: str, negatives: str) -> pd.Series:
   return pd.Series(np.where(positive, 1.0, np.where(negative, 0.0, np.nan)), index=labels.index)
 
 
-def split_patients(patients: Sequence[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
-  """Assigns each patient to a split at random (seeded), so no patient spans two splits."""
-  unique = np.array(sorted(set(patients)))
-  order = np.random.default_rng(seed).permutation(len(unique))
-  assignment, start = {}, 0
-  names = list(fractions)
-  for i, name in enumerate(names):
-    count = len(unique) - start if i == len(names) - 1 else int(round(fractions[name] * len(unique)))
-    for p in unique[order[start:start + count]]:
-      assignment[p] = name
-    start += count
-  return assignment
-
-
 def assign_splits(table: pd.DataFrame, data_dir: pathlib.Path, val_fraction: float,
                   test_fraction: float, seed: int) -> pd.Series:
   """Official train_val/test lists when present, validation carved from train_val by patient."""
@@ -150,15 +136,6 @@ def assign_splits(table: pd.DataFrame, data_dir: pathlib.Path, val_fraction: flo
   return split
 
 
-def check_patient_disjoint(table: pd.DataFrame) -> None:
-  """The leakage guard: any patient in two splits makes every metric optimistic, so stop."""
-  per_patient = table.dropna(subset=["split"]).groupby("patient_id")["split"].nunique()
-  shared = per_patient[per_patient > 1]
-  if len(shared):
-    raise UserError(f"{len(shared)} patient(s) appear in more than one split (e.g. patient "
-                    f"{shared.index[0]}); the split lists leak patients, fix them or remove them")
-
-
 def read_release(data_dir: pathlib.Path, target: str, negatives: str, val_fraction: float,
                  test_fraction: float, seed: int) -> pd.DataFrame:
   """Every metadata row with its split, binary label (NaN where the policy excludes it) and path.
@@ -176,17 +153,13 @@ def read_release(data_dir: pathlib.Path, target: str, negatives: str, val_fracti
   return table
 
 
-def select_examples(table: pd.DataFrame, views: Sequence[str] = ()) -> pd.DataFrame:
-  """The rows a run trains and evaluates on: labelled by the policy, in a split, of a kept view."""
-  keep = table["label"].notna() & table["split"].notna()
-  if views:
-    keep &= table["view"].isin(list(views))
-  table = table[keep].copy()
-  table["label"] = table["label"].astype(np.int32)
-  return table.reset_index(drop=True)
-
-
 def load_examples(data_dir: pathlib.Path, target: str, negatives: str, views: Sequence[str],
                   val_fraction: float, test_fraction: float, seed: int) -> pd.DataFrame:
   """The labelled, split, located examples of an NIH directory (see `read_release`)."""
   return select_examples(read_release(data_dir, target, negatives, val_fraction, test_fraction, seed), views)
+
+
+def read(data_cfg, root: pathlib.Path) -> Examples:
+  """The reader `data.dataset=nih` names: `read_release` with the config's label and split settings."""
+  return Examples(read_release(root, data_cfg.target, data_cfg.negatives, data_cfg.val_fraction,
+                               data_cfg.test_fraction, data_cfg.split_seed))

@@ -31,7 +31,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxcxr import augment, conv, devices, hostmem, reporting, train_step
-from jaxcxr.conv import direct
 from jaxcxr.errors import UserError
 from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
@@ -101,9 +100,7 @@ def time_conv_layers(shapes, device: jax.Device, dtype) -> list[dict]:
     x, kernel, g = (jax.device_put(jax.random.normal(jax.random.key(i), shape, dtype), device)
                     for i, shape in enumerate((x_shape, k_shape, (*x_shape[:3], k_shape[3]))))
     row = {"input": list(x_shape), "kernel": list(k_shape)}
-    for name in conv.LOWERINGS:
-      if name == "direct" and not direct.available():
-        continue
+    for name in conv.runnable(device.platform):
       fn = conv.convolution(name)
       row[name] = {
           "forward_ms": _median_ms(jax.jit(fn), x, kernel),

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from jaxcxr import devices, input_pipeline, reporting
-from jaxcxr.data import cache, images, nih, synthetic
+from jaxcxr.data import cache, images, nih, splits, synthetic
 from jaxcxr.perf import runs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -84,7 +84,7 @@ def bench_decode(paths: list[pathlib.Path], size: int) -> dict:
 
 
 def bench_preprocess(root: pathlib.Path, size: int, cache_dir: pathlib.Path) -> tuple[dict, cache.CachedSplit]:
-  table = nih.select_examples(nih.read_release(root, "Pneumonia", "no_finding", 0.1, 0.2, 0))
+  table = splits.select_examples(nih.read_release(root, "Pneumonia", "no_finding", 0.1, 0.2, 0))
   t = time.perf_counter()
   split = cache.build_or_load(table, "all", cache_dir, size, "pad", "error")
   seconds = time.perf_counter() - t

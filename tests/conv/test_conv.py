@@ -10,7 +10,7 @@ import pytest
 
 from jaxcxr import conv, models, train_step
 from jaxcxr.configs import default
-from jaxcxr.conv import direct, gemm, policy
+from jaxcxr.conv import algorithms, direct, gemm, policy
 from jaxcxr.perf.flops import step_flops
 
 
@@ -122,3 +122,17 @@ def test_step_flops_count_the_gemm_lowering_in_full():
 def test_matmul_lowerings_refuse_even_kernels(impl):
   with pytest.raises(ValueError, match=f"the {impl} lowering needs odd kernel sizes"):
     conv.Conv(4, (2, 2), lowering=impl).init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))
+
+
+def test_runnable_lowerings_leave_out_the_direct_kernel_where_it_cannot_run(monkeypatch):
+  assert conv.runnable("cpu") == conv.LOWERINGS  # this machine has a compiler
+  assert "direct" not in conv.runnable("gpu") and "xla" in conv.runnable("gpu")
+  monkeypatch.setattr(direct, "available", lambda: False)
+  assert conv.runnable("cpu") == ("xla", "gemm", "winograd")
+
+
+def test_every_lowering_names_a_rule_set_for_both_passes():
+  for lowering in conv.LOWERINGS:
+    assert set(policy.TABLE[lowering]) == {policy.FORWARD, policy.KERNEL_GRAD}
+    for rules in policy.TABLE[lowering].values():
+      assert all(rule.algorithm in algorithms.ALGORITHMS for rule in rules)

@@ -132,3 +132,13 @@ def test_torch_twin_trains_under_bfloat16_autocast():
   step = bench.load_torch_twin().make_step(cfg, 32, 1e-3, images, np.array([0, 1, 0, 1], np.int32))
   losses = [step() for _ in range(3)]
   assert all(np.isfinite(losses)) and losses[-1] != losses[0]
+
+
+def test_runs_outside_a_checkout_with_config_overrides(tmp_path):
+  """The default config ships in the package: from any folder, image and batch size come from --config.*."""
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", "--steps=1", "--warmup=0",
+                           "--config.data.image_size=32", "--config.train.batch_size=4"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr
+  data = json.loads(result.stdout)
+  assert data["image_size"] == 32 and data["batch_size"] == 4 and data["model"]["widths"] == [16, 32, 64, 128, 256]
