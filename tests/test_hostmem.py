@@ -22,7 +22,7 @@ pages = f.memory_analysis().temp_size_in_bytes / 4096
 for _ in range(3):
   jax.block_until_ready(f(x))
 faults = []
-for _ in range(5):
+for _ in range(int(sys.argv[2])):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   jax.block_until_ready(f(x))
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -30,19 +30,24 @@ print(json.dumps({"pages": pages, "faults": faults}))
 """
 
 
-def _faults_per_temp_page(mode: str) -> float:
-  result = subprocess.run([sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=os.path.dirname(os.path.dirname(__file__)))
+def _faults_per_temp_page(mode: str, calls: int) -> list[float]:
+  """Page faults of each of `calls` repeated calls, as a fraction of the computation's temporary pages."""
+  result = subprocess.run([sys.executable, "-c", _CHILD, mode, str(calls)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
   assert result.returncode == 0, result.stderr
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report["pages"] > 20_000  # the computation really has temporaries beyond malloc's own mmap threshold
-  return statistics.median(report["faults"]) / report["pages"]
+  return [f / report["pages"] for f in report["faults"]]
 
 
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"), reason="the setting is glibc's")
 def test_retained_memory_is_not_faulted_in_again_each_step():
-  default = _faults_per_temp_page("default")
+  default = statistics.median(_faults_per_temp_page("default", 5))
   if default < 0.5:
     pytest.skip(f"this C library already reuses the pages ({default:.0%} of them faulted per call)")
-  # A median: the heap can still grow once after warm-up, which faults one call's worth.
-  assert _faults_per_temp_page("retain") < 0.1
+  # The steady state: once the retained heap has grown to what a call needs, a call faults (almost) nothing.
+  # While other processes share the CPU, XLA's threads can still grow the heap a few more times after
+  # warm-up (each such call faults about one call's worth); at most a quarter of the calls may do so.
+  retained = _faults_per_temp_page("retain", 20)
+  assert sum(f >= 0.1 for f in retained) <= len(retained) // 4, retained
