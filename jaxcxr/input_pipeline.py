@@ -110,7 +110,8 @@ class DevicePrefetcher:
   def __iter__(self) -> Iterator[dict]:
     return self
 
-  def __next__(self) -> dict:
+  def fill(self) -> None:
+    """Reads ahead until `depth` batches are on their way to the device (or the stream ends)."""
     while len(self.queue) < self.depth:
       start = time.perf_counter()
       try:
@@ -120,6 +121,9 @@ class DevicePrefetcher:
       finally:
         self.wait_s += time.perf_counter() - start
       self.queue.append((self.put(host), self.iterator.get_state()))
+
+  def __next__(self) -> dict:
+    self.fill()
     if not self.queue:
       raise StopIteration
     batch, self.state = self.queue.popleft()

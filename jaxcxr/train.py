@@ -162,6 +162,7 @@ def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: 
   if data_state is not None:
     iterator.set_state(data_state)
   batches = input_pipeline.DevicePrefetcher(iterator, run.put)
+  batches.fill()  # the pipeline's start-up stays out of the first epoch's time, as compilation does
   epoch = None
   try:
     for step in range(int(state.step), run.total_steps):
