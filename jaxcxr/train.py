@@ -14,6 +14,7 @@ import pathlib
 import resource
 import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -25,7 +26,7 @@ from jaxcxr.data import datasets
 from jaxcxr.data.cache import CachedSplit
 from jaxcxr.errors import UserError
 from jaxcxr.fsutil import ensure_writable_dir
-from jaxcxr.models import create_model
+from jaxcxr.models import create_model, weights
 from jaxcxr.optim import create_optimizer
 from jaxcxr.progress import Progress
 from jaxcxr.train_step import TrainState, batch_shapes, create_state, jit_steps, placed_shapes, zero_sums
@@ -102,6 +103,20 @@ def _check_finite(state: TrainState, last_good: int | None) -> None:
         "no checkpoint was written"
     raise UserError(f"training diverged: the loss or update became NaN/inf at step {bad + 1}; {kept}; lower "
                     "train.learning_rate or check the input data")
+
+
+def _initial_state(config: ml_collections.ConfigDict, init: Callable[[], TrainState],
+                   sharding: jax.sharding.Sharding) -> TrainState:
+  """A fresh state: random initialisation, then the backbone's pretrained weights where `model.init_from` names
+  a file (the head stays fresh)."""
+  state = jax.jit(init, out_shardings=sharding)()
+  path = config.model.get("init_from")
+  if not path:
+    return state
+  loaded = weights.load_backbone(path, {"params": state.params, "batch_stats": state.batch_stats})
+  log.info("Backbone initialised from %s", path)
+  return state.replace(params=jax.device_put(loaded["params"], sharding),
+                       batch_stats=jax.device_put(loaded.get("batch_stats", {}), sharding))
 
 
 def _compile(run: Run, state: TrainState) -> tuple[jax.stages.Compiled, float]:
@@ -230,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                     f"train.batch_size={config.train.batch_size}; lower the batch size")
   total = spe * config.train.epochs
   model, lowering = create_model(config.model, device.platform)
-  log.info("Convolutions computed by the %s lowering (model.lowering=%s)", lowering, config.model.lowering)
+  log.info("Convolutions computed by the %s lowering", lowering)
   tx = create_optimizer(config.train, total)
   train_fn, eval_fn = jit_steps(pos_weight, model.dtype, augment.photometric_params(config.data.augment))
   sharding = jax.sharding.SingleDeviceSharding(device)
@@ -241,8 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   compile_s = None
   try:
     restored = ckpt.restore(abstract)
-    state, data_state, history = restored if restored else (
-        jax.jit(init, out_shardings=sharding)(), None, [])
+    state, data_state, history = restored if restored else (_initial_state(config, init, sharding), None, [])
     if int(state.step) >= total:
       previous = reporting.read_summary(workdir)
       if previous is not None and previous.get("step") == int(state.step):

@@ -25,12 +25,15 @@ class TrainState:
   """Everything a checkpoint must hold to continue bit-for-bit.
 
   `rng` holds raw key data (uint32) rather than a typed key so that orbax
-  stores it as a plain array. `sums` accumulates this epoch's training loss and
+  stores it as a plain array. `batch_stats` holds BatchNorm's running
+  statistics (empty for a network without BatchNorm): training updates them,
+  evaluation uses them. `sums` accumulates this epoch's training loss and
   accuracy on device (no host sync per step) and the first step whose loss or
   update was not finite (-1 while all were).
   """
   step: jax.Array
   params: Any
+  batch_stats: Any
   opt_state: Any
   rng: jax.Array
   sums: dict
@@ -49,9 +52,16 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, image_size:
   key = jax.random.key(seed)
   init_key, train_key = jax.random.split(key)
   dummy = jnp.zeros((1, image_size, image_size), jnp.uint8)
-  params = model.init(init_key, prepare_input(dummy), train=False)["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+  variables = model.init(init_key, prepare_input(dummy), train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params),
                     rng=jax.random.key_data(train_key), sums=zero_sums(), apply_fn=model.apply, tx=tx)
+
+
+def eval_variables(state: TrainState) -> dict:
+  """What the network is applied to for evaluation: its parameters, and BatchNorm's running averages."""
+  return {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
 
 
 def weighted_bce(logits: jax.Array, labels: jax.Array, pos_weight: float) -> jax.Array:
@@ -72,10 +82,15 @@ def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any,
   images = prepare_input(augment.photometric(batch["image"], augment_key, *photometric), dtype)
 
   def loss_fn(params):
-    logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_key})
-    return weighted_bce(logits, batch["label"], pos_weight).mean(), logits
+    if not state.batch_stats:
+      logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_key})
+      return weighted_bce(logits, batch["label"], pos_weight).mean(), (logits, state.batch_stats)
+    # BatchNorm normalises with this batch's statistics and folds them into the running averages.
+    logits, updated = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images, train=True,
+                                     rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    return weighted_bce(logits, batch["label"], pos_weight).mean(), (logits, updated["batch_stats"])
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   n = batch["label"].shape[0]
@@ -87,7 +102,7 @@ def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any,
           "correct": sums["correct"] + jnp.sum((logits > 0) == (batch["label"] > 0)),
           "count": sums["count"] + n,
           "first_nonfinite_step": jnp.where(bad, state.step, sums["first_nonfinite_step"])}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, sums=sums)
+  return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, sums=sums)
 
 
 def eval_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) -> tuple[dict, jax.Array]:
@@ -96,7 +111,7 @@ def eval_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) 
   Counts are computed on device at threshold 0.5; the probabilities feed the
   host-side ROC AUC. Padded rows (`mask` False) count nowhere.
   """
-  logits = state.apply_fn({"params": state.params}, prepare_input(batch["image"], dtype), train=False)
+  logits = state.apply_fn(eval_variables(state), prepare_input(batch["image"], dtype), train=False)
   mask, labels = batch["mask"], batch["label"] > 0
   predicted = logits > 0
 

@@ -228,3 +228,42 @@ def test_worker_processes_train_exactly_like_threads(straight, tiny_config, tmp_
   tiny_config.data.worker_processes = 2
   summary = _run(tiny_config, tmp_path)
   assert _learning(summary["epochs"]) == _learning(ref["epochs"])
+
+
+@pytest.fixture(scope="module", params=["resnet18", "resnet50", "densenet121"])
+def backbone_run(request, tmp_path_factory, shared_cache):
+  """A tiny variant of each backbone trained for the tiny config's 2 epochs in one go."""
+  from jaxcxr.configs import tiny
+  config = tiny.get_config(request.param)
+  config.data.cache_dir = str(shared_cache)
+  workdir = tmp_path_factory.mktemp(request.param)
+  return config, workdir, _run(config, workdir)
+
+
+def test_each_backbone_trains_end_to_end_with_batchnorm(backbone_run):
+  config, workdir, summary = backbone_run
+  assert summary["config"]["model"]["name"] == config.model.name and summary["lowering"] == "xla"
+  assert [r["epoch"] for r in summary["epochs"]] == [1, 2]
+  t = summary["test"]
+  assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]
+  _, state = _final_state(workdir)
+  stats = jax.tree.leaves(state["batch_stats"])
+  assert stats and any(np.abs(np.asarray(s)).max() > 0 for s in stats)  # the running averages moved
+
+
+def test_batchnorm_model_resumes_bitwise_after_a_crash(backbone_run, tmp_path, monkeypatch):
+  config, ref_dir, ref = backbone_run
+  original = checkpoints.Checkpointer.save
+
+  def save_then_die(self, state, data_state, history):
+    original(self, state, data_state, history)
+    if int(state.step) == 5:  # a mid-epoch checkpoint (every 5 steps, 8 steps per epoch)
+      raise Killed
+
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
+  with pytest.raises(Killed):
+    _run(config, tmp_path)
+  monkeypatch.undo()
+  resumed = _run(config, tmp_path)
+  assert _learning(resumed["epochs"]) == _learning(ref["epochs"]) and resumed["test"] == ref["test"]
+  _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])

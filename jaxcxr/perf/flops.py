@@ -38,7 +38,8 @@ def step_flops(model: nn.Module, state: train_step.TrainState, batch: dict, pos_
 def config_step_flops(config: ml_collections.ConfigDict) -> float | None:
   """`step_flops` of the train step `config` describes (its model, optimizer, image and batch size)."""
   model_cfg = config.model.copy_and_resolve_references()
-  model_cfg.lowering = conv.XLA  # counted on the plain formulation anyway; needs no compiler
+  if "lowering" in model_cfg:
+    model_cfg.lowering = conv.XLA  # counted on the plain formulation anyway; needs no compiler
   model, _ = models.create_model(model_cfg, devices.CPU)
   tx = optim.create_optimizer(config.train, total_steps=1)
   state = jax.eval_shape(functools.partial(train_step.create_state, model, tx, config.data.image_size,
