@@ -2,11 +2,17 @@
 
 Undefined values (a precision with no positive predictions, an AUC on a split
 with one class) are reported as None with the reason in `notes`, never as a
-misleading 0 and never as a crash.
+misleading 0 and never as a crash. The operating point is chosen on the
+validation split (`choose_threshold`), and every test metric gets a bootstrap
+interval over patients (`bootstrap_intervals`).
 """
+
+import math
 
 import numpy as np
 import pandas as pd
+
+from jaxcxr.errors import UserError
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -43,3 +49,94 @@ def classification_report(tn: int, fp: int, fn: int, tp: int, labels: np.ndarray
   return {"tn": tn, "fp": fp, "fn": fn, "tp": tp,
           "accuracy": _ratio(tp + tn, tn + fp + fn + tp), "precision": precision, "recall": recall,
           "specificity": specificity, "f1": _ratio(2 * tp, 2 * tp + fp + fn), "auc": auc, "notes": notes}
+
+
+# --- The operating point, chosen on validation and applied to test. ---
+# A film is called positive when its probability is above the threshold (its logit above logit(threshold)).
+THRESHOLD_RULES = ("a probability in (0, 1) such as 0.5", "youden", "recall:R with R in (0, 1]")
+METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
+
+
+def parse_threshold(rule: str) -> tuple[str, float | None]:
+  """`eval.threshold` as (kind, value): ('fixed', p), ('youden', None) or ('recall', R); UserError otherwise."""
+  text = str(rule).strip()
+  if text == "youden":
+    return "youden", None
+  kind, value = ("recall", text.removeprefix("recall:")) if text.startswith("recall:") else ("fixed", text)
+  try:
+    number = float(value)
+  except ValueError:
+    number = math.nan
+  if (kind == "fixed" and 0.0 < number < 1.0) or (kind == "recall" and 0.0 < number <= 1.0):
+    return kind, number
+  raise UserError(f"eval.threshold={rule!r}; use {', '.join(THRESHOLD_RULES)}")
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, rule: str) -> dict:
+  """The operating point `rule` picks on these (validation) labels and scores: {rule, value (a probability),
+  chosen (whether the data chose it), note (why not, where the rule could not apply: then 0.5)}.
+
+  `youden` maximises sensitivity + specificity - 1; `recall:R` is the highest
+  threshold that still finds at least a fraction R of the positives.
+  """
+  kind, value = parse_threshold(rule)
+  if kind == "fixed":
+    return {"rule": str(rule), "value": value, "chosen": False, "note": None}
+  labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, np.float64)
+  n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+  if n_pos == 0 or n_neg == 0:
+    return {"rule": str(rule), "value": 0.5, "chosen": False,
+            "note": f"eval.threshold={rule} needs both classes in the validation split; 0.5 used"}
+  # Candidates: below every score (all positive), then each distinct score (positive = strictly above it).
+  candidates = np.concatenate([[-np.inf], np.unique(scores)])
+  order = np.sort(scores)
+  pos_sorted = np.sort(scores[labels])
+  tp = n_pos - np.searchsorted(pos_sorted, candidates, side="right")
+  fp = (len(order) - np.searchsorted(order, candidates, side="right")) - tp
+  if kind == "youden":
+    best = int(np.argmax(tp / n_pos - fp / n_neg))
+  else:
+    best = int(np.flatnonzero(tp >= value * n_pos - 1e-9).max())
+  return {"rule": str(rule), "value": max(float(candidates[best]), 0.0), "chosen": True, "note": None}
+
+
+def logit(probability: float) -> float:
+  """The logit a probability threshold corresponds to (-inf for 0: every film positive)."""
+  return -math.inf if probability <= 0.0 else math.log(probability / (1.0 - probability))
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray) -> tuple[int, int, int, int]:
+  """(tn, fp, fn, tp) of boolean predictions against 0/1 labels."""
+  labels, predicted = np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool)
+  return (int(np.sum(~predicted & ~labels)), int(np.sum(predicted & ~labels)), int(np.sum(~predicted & labels)),
+          int(np.sum(predicted & labels)))
+
+
+def bootstrap_intervals(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, patients: list[str],
+                        resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+  """Percentile intervals of every metric over `resamples` bootstrap draws of the *patients* (all of a drawn
+  patient's films, as often as the patient is drawn), so films of one patient are not counted as independent.
+
+  A metric undefined in a draw (AUC with one class) is left out of that draw; one undefined in every draw is
+  None.
+  """
+  labels, predicted = np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool)
+  scores = np.asarray(scores, np.float64)
+  _, owner = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
+  n_patients = owner.max() + 1
+  rng = np.random.default_rng(seed)
+  draws = {m: [] for m in METRICS}
+  for _ in range(resamples):
+    copies = np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)[owner]
+    films = np.repeat(np.arange(len(labels)), copies)
+    report = classification_report(*confusion(labels[films], predicted[films]), labels[films], scores[films])
+    for m in METRICS:
+      draws[m].append(np.nan if report[m] is None else report[m])
+  tail = 100.0 * (1.0 - confidence) / 2.0
+  out = {}
+  for m, values in draws.items():
+    values = np.asarray(values)
+    defined = values[~np.isnan(values)]
+    out[m] = [float(np.percentile(defined, tail)), float(np.percentile(defined, 100.0 - tail))] if len(defined) \
+        else None
+  return out

@@ -3,9 +3,8 @@
 import json
 import pathlib
 
+from jaxcxr import metrics
 from jaxcxr.fsutil import atomic_write_json, atomic_write_text
-
-TEST_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
 
 
 def _fmt(value, spec: str = ".4f") -> str:
@@ -50,8 +49,17 @@ def summary_table(summary: dict) -> str:
       "                 predicted healthy  predicted positive",
       f"  healthy        {t['tn']:17d}  {t['fp']:18d}",
       f"  positive       {t['fn']:17d}  {t['tp']:18d}",
-      "  " + "  ".join(f"{k} {_fmt(t[k])}" for k in TEST_KEYS),
   ]
+  if "threshold" in t:
+    intervals = t.get("intervals") or {}
+    threshold = t["threshold"]
+    lines.append(f"  at threshold {threshold['value']:.4f} (eval.threshold={threshold['rule']}"
+                 f"{', chosen on validation' if threshold['chosen'] else ''})"
+                 + (f"; {t['interval_confidence']:.0%} intervals over patient resamples" if intervals else ""))
+    lines += [f"  {k:<12s} {_fmt(t[k])}" + (f" [{_fmt(intervals[k][0])}, {_fmt(intervals[k][1])}]"
+                                             if intervals.get(k) else "") for k in metrics.METRICS]
+  else:  # a summary written before operating points existed
+    lines.append("  " + "  ".join(f"{k} {_fmt(t[k])}" for k in metrics.METRICS))
   lines += [f"  note: {n}" for n in t["notes"]]
   lines.append(f"Timing on {summary['device']['device_kind']} ({summary['device']['platform']}): "
                f"compile {timing['compile_s']:.2f} s, {_fmt(timing['mean_sec_per_epoch'], '.2f')} s/epoch, "

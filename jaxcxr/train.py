@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -81,19 +82,43 @@ class Run:
     return jax.device_put(batch, self.sharding)
 
 
-def evaluate(run: Run, state: TrainState, split: CachedSplit) -> dict:
-  """Loss and the full metric report on one split; scores are fetched once, at the end."""
+def _predict(run: Run, state: TrainState, split: CachedSplit) -> tuple[dict, np.ndarray, np.ndarray]:
+  """One pass over a split: the loss and confusion sums at 0.5, and every film's logit and probability,
+  fetched once, at the end."""
   batch_size = run.config.train.eval_batch_size or run.config.train.batch_size
-  totals, probs = None, []
+  totals, logits = None, []
   for batch in input_pipeline.eval_batches(split, batch_size):
-    sums, p = run.eval_fn(state, run.put(batch))
+    sums, z = run.eval_fn(state, run.put(batch))
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    probs.append(p)
-  totals = jax.device_get(totals)
-  scores = np.concatenate(jax.device_get(probs))[:len(split)]
+    logits.append(z)
+  logits = jnp.concatenate(logits)[:len(split)]
+  return jax.device_get(totals), np.asarray(logits), np.asarray(jax.nn.sigmoid(logits))
+
+
+def evaluate(run: Run, state: TrainState, split: CachedSplit) -> dict:
+  """Loss and the full metric report on one split at threshold 0.5 (what each epoch reports)."""
+  totals, _, scores = _predict(run, state, split)
   report = metrics.classification_report(totals["tn"], totals["fp"], totals["fn"], totals["tp"],
                                          split.labels, scores)
   return {"loss": float(totals["loss"]) / len(split), **report}
+
+
+def test_report(run: Run, state: TrainState) -> dict:
+  """The test split at the operating point `eval.threshold` picks on validation, with bootstrap intervals."""
+  cfg = run.config.eval
+  _, _, val_scores = _predict(run, state, run.splits["val"])
+  threshold = metrics.choose_threshold(run.splits["val"].labels, val_scores, cfg.threshold)
+  test = run.splits["test"]
+  _, logits, scores = _predict(run, state, test)
+  predicted = logits > metrics.logit(threshold["value"])
+  report = metrics.classification_report(*metrics.confusion(test.labels, predicted), test.labels, scores)
+  report["threshold"] = threshold
+  report["notes"] += [threshold["note"]] if threshold["note"] else []
+  if cfg.bootstrap > 0:
+    report["intervals"] = metrics.bootstrap_intervals(test.labels, scores, predicted, test.patient_ids,
+                                                      cfg.bootstrap, cfg.confidence, cfg.seed)
+    report["interval_confidence"] = cfg.confidence
+  return report
 
 
 def _check_finite(state: TrainState, last_good: int | None) -> None:
@@ -236,6 +261,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if config.train.batch_size < 1 or config.train.epochs < 1:
     raise UserError(f"train.batch_size={config.train.batch_size} and train.epochs={config.train.epochs} "
                     "must both be at least 1")
+  metrics.parse_threshold(config.eval.threshold)
+  if config.eval.bootstrap < 0 or not 0.0 < config.eval.confidence < 1.0:
+    raise UserError(f"eval.bootstrap={config.eval.bootstrap} must be 0 or more and eval.confidence="
+                    f"{config.eval.confidence} between 0 and 1")
   splits = datasets.load_splits(config.data, data_dir, workdir)
   pos_weight = positive_weight(splits["train"], config.train.class_balance)
   source = input_pipeline.train_source(splits["train"], config.train.class_balance)
@@ -269,8 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   finally:
     ckpt.close()
   reporting.write_history(workdir, history)
-  test = evaluate(run, state, splits["test"])
-  test.pop("loss")
+  test = test_report(run, state)
   summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s),
              "device": devices.describe(device), "lowering": lowering, "synthetic": data_dir is None,
              "pos_weight": pos_weight, "split_sizes": {k: len(v) for k, v in splits.items()},

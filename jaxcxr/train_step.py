@@ -106,10 +106,11 @@ def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any,
 
 
 def eval_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) -> tuple[dict, jax.Array]:
-  """Loss sum and integer confusion counts over the real rows of `batch`, plus per-row probabilities.
+  """Loss sum and integer confusion counts over the real rows of `batch`, plus per-row logits.
 
-  Counts are computed on device at threshold 0.5; the probabilities feed the
-  host-side ROC AUC. Padded rows (`mask` False) count nowhere.
+  Counts are computed on device at threshold 0.5 (logit 0); the logits feed
+  the host-side ROC AUC and any other operating point. Padded rows (`mask`
+  False) count nowhere.
   """
   logits = state.apply_fn(eval_variables(state), prepare_input(batch["image"], dtype), train=False)
   mask, labels = batch["mask"], batch["label"] > 0
@@ -121,7 +122,7 @@ def eval_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) 
   sums = {"loss": jnp.sum(jnp.where(mask, weighted_bce(logits, batch["label"], pos_weight), 0.0)),
           "tp": count(predicted & labels), "fp": count(predicted & ~labels),
           "tn": count(~predicted & ~labels), "fn": count(~predicted & labels)}
-  return sums, jax.nn.sigmoid(logits)
+  return sums, logits
 
 
 def jit_steps(pos_weight: float, dtype: Any, photometric: tuple[float, float] = (0.0, 0.0)):

@@ -267,3 +267,32 @@ def test_batchnorm_model_resumes_bitwise_after_a_crash(backbone_run, tmp_path, m
   resumed = _run(config, tmp_path)
   assert _learning(resumed["epochs"]) == _learning(ref["epochs"]) and resumed["test"] == ref["test"]
   _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
+
+
+def test_test_metrics_come_with_patient_bootstrap_intervals(straight, capsys):
+  _, summary = straight
+  t = summary["test"]
+  assert t["threshold"] == {"rule": "0.5", "value": 0.5, "chosen": False, "note": None}
+  for name in ("accuracy", "precision", "recall", "specificity", "f1", "auc"):
+    if t[name] is not None:
+      low, high = t["intervals"][name]
+      assert low <= t[name] <= high
+  assert t["interval_confidence"] == 0.95
+
+
+def test_an_operating_point_chosen_on_validation_is_applied_to_test(tiny_config, tmp_path, capsys):
+  tiny_config.train.epochs = 1
+  tiny_config.eval.threshold = "recall:1.0"
+  tiny_config.eval.bootstrap = 0
+  summary = _run(tiny_config, tmp_path)
+  t = summary["test"]
+  assert t["threshold"]["chosen"] and 0.0 <= t["threshold"]["value"] < 1.0 and "intervals" not in t
+  assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]
+  assert "eval.threshold=recall:1.0, chosen on validation" in capsys.readouterr().out
+
+
+def test_a_bad_threshold_rule_stops_before_any_work(tiny_config, tmp_path):
+  tiny_config.eval.threshold = "median"
+  with pytest.raises(UserError, match="eval.threshold='median'"):
+    _run(tiny_config, tmp_path)
+  assert not (tmp_path / "cache").exists()

@@ -41,8 +41,8 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
 def test_eval_confusion_counts_match_hand_count():
   state, batch = _state(), _batch(n=10)
   mask = np.arange(10) < 7  # the last three rows are padding
-  sums, probs = _eval(state, batch, mask)
-  predicted, labels = np.asarray(probs) > 0.5, batch["label"] > 0
+  sums, logits = _eval(state, batch, mask)
+  predicted, labels = np.asarray(logits) > 0, batch["label"] > 0
   real = mask
   assert int(sums["tp"]) == np.sum(predicted & labels & real)
   assert int(sums["fp"]) == np.sum(predicted & ~labels & real)
