@@ -11,8 +11,9 @@ Builds the state and step exactly as training does (`train_step.create_state`,
 `train_step.jit_steps`, the config's model, optimizer, image size and batch size), warms up, then times each step
 after `block_until_ready`. FLOPs per step come from XLA's cost analysis; the
 peak is a large matmul in the model's compute dtype, timed in the same process on the same device.
-With --torch, the PyTorch twin (`benchmarks/torch_paper_cnn.py`) runs the same shapes,
-one step each in turn, so both see the same machine state. With --layers, each
+With --torch, the PyTorch twin (`benchmarks/torch_twin.py`: the paper CNN, or
+torchvision's own backbone) runs the same shapes, one step each in turn, so both
+see the same machine state. With --layers (the paper CNN only), each
 convolution of the model is also timed alone (forward, input gradient, kernel
 gradient) in every lowering: the evidence behind `jaxcxr/conv/policy.py`'s table. Prints JSON.
 """
@@ -30,14 +31,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, conv, devices, hostmem, reporting, train_step
+from jaxcxr import augment, conv, devices, hostmem, models, reporting, train_step
 from jaxcxr.errors import UserError
-from jaxcxr.models import create_model
 from jaxcxr.optim import create_optimizer
 from jaxcxr.perf.flops import step_flops
 
 # The twin lives in the checkout's benchmarks/, outside the package.
-TORCH_TWIN = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "torch_paper_cnn.py"
+TORCH_TWIN = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "torch_twin.py"
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(pathlib.Path(__file__).parents[1] / "configs" / "bench_step.py"),
@@ -120,7 +120,7 @@ def load_torch_twin(path: pathlib.Path = TORCH_TWIN):
     import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # the optional extra
   except ImportError as e:
     raise UserError("--torch needs PyTorch, the optional benchmark extra: pip install '.[bench]'") from e
-  spec = importlib.util.spec_from_file_location("torch_paper_cnn", path)
+  spec = importlib.util.spec_from_file_location("torch_twin", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -142,11 +142,15 @@ def main(argv):
 def _run():
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
   config = _CONFIG.value
+  network = models.MODELS.get(config.model.name)  # an unknown name is create_model's to refuse
+  if _LAYERS.value and network and not network.takes_conv:
+    raise UserError(f"--layers times each convolution in every lowering, which only paper_cnn has; "
+                    f"model.name={config.model.name} uses XLA's own convolutions")
   size, batch = config.data.image_size, config.train.batch_size
   if _PLATFORM.value == devices.CPU and _RETAIN.value:
     hostmem.retain_freed_memory()  # before the CPU backend starts, as jaxcxr.main does for training
   device = devices.select_device(_PLATFORM.value)
-  model, lowering = create_model(config.model, device.platform)
+  model, lowering = models.create_model(config.model, device.platform)
   tx = create_optimizer(config.train, total_steps=1_000_000)
   state = jax.jit(lambda: train_step.create_state(model, tx, size, config.train.seed),
                   out_shardings=jax.sharding.SingleDeviceSharding(device))()

@@ -50,19 +50,21 @@ def test_torch_twin_side_by_side():
 
 
 @IMPORTS_BENCH
-def test_torch_twin_has_the_same_parameter_count():
+@pytest.mark.parametrize("config_name", ["paper", "resnet18", "resnet50", "densenet121"])
+def test_torch_twin_has_the_same_parameter_count(config_name):
   torch = pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  import importlib
+
   import jax
   import jax.numpy as jnp
   import numpy as np
 
   from jaxcxr import models
-  from jaxcxr.configs import paper
   from jaxcxr.perf import bench
-  cfg = paper.get_config()
+  cfg = importlib.import_module(f"jaxcxr.configs.{config_name}").get_config()
   model = models.create_model(cfg.model)[0]
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 180, 180, 1)), train=False))
-  jax_count = sum(x.size for x in jax.tree.leaves(variables))
+  jax_count = sum(x.size for x in jax.tree.leaves(variables["params"]))  # BatchNorm statistics are not parameters
   captured = {}
   original = torch.optim.Adam
 
@@ -98,7 +100,7 @@ def test_torch_twin_missing_from_an_installed_copy_is_a_clear_error(tmp_path):
   from jaxcxr.errors import UserError
   from jaxcxr.perf import bench
   with pytest.raises(UserError, match="source checkout"):
-    bench.load_torch_twin(tmp_path / "benchmarks" / "torch_paper_cnn.py")
+    bench.load_torch_twin(tmp_path / "benchmarks" / "torch_twin.py")
 
 
 def test_torch_flag_without_pytorch_exits_with_the_install_hint(tmp_path):
@@ -142,3 +144,17 @@ def test_runs_outside_a_checkout_with_config_overrides(tmp_path):
   assert result.returncode == 0, result.stderr
   data = json.loads(result.stdout)
   assert data["image_size"] == 32 and data["batch_size"] == 4 and data["model"]["widths"] == [16, 32, 64, 128, 256]
+
+
+def test_a_backbone_is_benchmarked_through_the_same_step():
+  data = _bench("--config=jaxcxr/configs/tiny.py:resnet18")
+  assert data["model"]["name"] == "resnet18" and data["lowering"] == "xla"
+  assert data["flops_per_step"] > 0 and data["jax"]["median_ms"] > 0
+
+
+def test_layers_of_a_backbone_are_refused_in_one_line():
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", "--config=jaxcxr/configs/tiny.py:resnet18",
+                           "--layers", "--steps=1"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("error: --layers times each convolution")
