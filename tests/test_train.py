@@ -84,20 +84,26 @@ class Killed(Exception):
   pass
 
 
-def test_resume_after_a_crash_mid_epoch_is_exact(straight, tiny_config, tmp_path, monkeypatch):
-  ref_dir, ref = straight
+def _crash_then_resume(config, workdir, monkeypatch) -> dict:
+  """Runs until just after the mid-epoch checkpoint at step 5 (every 5 steps, 8 per epoch), dies there,
+  then reruns the same command; returns the resumed run's summary."""
   original = checkpoints.Checkpointer.save
 
   def save_then_die(self, state, data_state, history):
     original(self, state, data_state, history)
-    if int(state.step) == 5:  # a mid-epoch checkpoint (every 5 steps, 8 steps per epoch)
+    if int(state.step) == 5:
       raise Killed
 
   monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
   with pytest.raises(Killed):
-    _run(tiny_config, tmp_path)
+    _run(config, workdir)
   monkeypatch.undo()
-  resumed = _run(tiny_config, tmp_path)
+  return _run(config, workdir)
+
+
+def test_resume_after_a_crash_mid_epoch_is_exact(straight, tiny_config, tmp_path, monkeypatch):
+  ref_dir, ref = straight
+  resumed = _crash_then_resume(tiny_config, tmp_path, monkeypatch)
   assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
   _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
 
@@ -253,18 +259,7 @@ def test_each_backbone_trains_end_to_end_with_batchnorm(backbone_run):
 
 def test_batchnorm_model_resumes_bitwise_after_a_crash(backbone_run, tmp_path, monkeypatch):
   config, ref_dir, ref = backbone_run
-  original = checkpoints.Checkpointer.save
-
-  def save_then_die(self, state, data_state, history):
-    original(self, state, data_state, history)
-    if int(state.step) == 5:  # a mid-epoch checkpoint (every 5 steps, 8 steps per epoch)
-      raise Killed
-
-  monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
-  with pytest.raises(Killed):
-    _run(config, tmp_path)
-  monkeypatch.undo()
-  resumed = _run(config, tmp_path)
+  resumed = _crash_then_resume(config, tmp_path, monkeypatch)
   assert _learning(resumed["epochs"]) == _learning(ref["epochs"]) and resumed["test"] == ref["test"]
   _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
 

@@ -1,21 +1,15 @@
-"""ResNet-50 (torchvision's, with BatchNorm) at 224 px on the embedded synthetic default or --data_dir.
+"""ResNet-50 (torchvision's, with BatchNorm): the ResNet-18 config with bottleneck blocks, 3-4-6-3 per stage.
 
 Run (ImageNet weights from a local file written with torchvision: README, "Pretrained weights"):
   python run.py --config=jaxcxr/configs/resnet50.py --data_dir=/data/ChestX-ray14 \
       --config.model.init_from=resnet50.safetensors
 """
 
-import ml_collections
-
-from jaxcxr.configs import default
+from jaxcxr.configs import resnet18
 
 
 def get_config():
-  config = default.get_config()
-  config.data.image_size = 224
-  config.model = ml_collections.ConfigDict(dict(
-      name="resnet50", dtype="float32",
-      stage_sizes=(3, 4, 6, 3),  # blocks per stage; fewer (and a smaller width) give the tests' tiny variant
-      width=64,                  # channels of the first stage, doubled at each later one
-      init_from=""))             # '' = random init, or a torchvision .safetensors state_dict
+  config = resnet18.get_config()
+  config.model.name = "resnet50"
+  config.model.stage_sizes = (3, 4, 6, 3)
   return config

@@ -4,12 +4,13 @@ Module names follow torchvision's `state_dict` names below `features.` with `_` 
 (`denseblock1_denselayer1_conv1`), so ImageNet weights map onto them one to one (`weights.py`).
 """
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from jaxcxr.models.layers import torchvision_layers
 
 
 class DenseNetFeatures(nn.Module):
@@ -22,9 +23,7 @@ class DenseNetFeatures(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, padding="VALID", dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                             dtype=self.dtype)
+    conv, norm = torchvision_layers(self.dtype, train)
     x = conv(self.init_features, (7, 7), 2, padding=((3, 3), (3, 3)), name="conv0")(x)
     x = nn.relu(norm(name="norm0")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))

@@ -1,7 +1,9 @@
-"""Small pieces every network shares: the input scaling and the 2x2 max-pooling."""
+"""Small pieces the networks share: the input scaling, the 2x2 max-pooling, and PyTorch-style layers."""
 
+import functools
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -26,3 +28,13 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   b, h, w, c = x.shape
   x = x[:, :h // 2 * 2, :w // 2 * 2]
   return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def torchvision_layers(dtype: Any, train: bool) -> tuple[Any, Any]:
+  """The convolution and BatchNorm of torchvision's backbones: bias-free convolutions whose padding is given
+  explicitly (flax's 'SAME' pads a stride-2 convolution of an even input asymmetrically, PyTorch
+  symmetrically), and BatchNorm with PyTorch's defaults (running averages moved by 0.1 of each batch's
+  statistics, epsilon 1e-5)."""
+  conv = functools.partial(nn.Conv, use_bias=False, padding="VALID", dtype=dtype)
+  norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
+  return conv, norm

@@ -1,16 +1,16 @@
 """ResNet-18/50 as torchvision builds them (He et al. 2016, the v1.5 bottleneck: stride on the 3x3 conv), NHWC.
 
 Module names follow torchvision's `state_dict` names with `_` for `.` (`layer2_0/downsample_0`), so
-ImageNet weights map onto them one to one (`weights.py`). Padding is explicit, as in PyTorch: flax's
-'SAME' pads a stride-2 convolution of an even input asymmetrically, torchvision symmetrically.
+ImageNet weights map onto them one to one (`weights.py`).
 """
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from jaxcxr.models.layers import torchvision_layers
 
 ModuleDef = Any
 
@@ -19,12 +19,16 @@ def _pad(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return ((kernel // 2, kernel // 2),) * 2
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions and a shortcut (a 1x1 projection where the shape changes)."""
+class _Block(nn.Module):
+  """A residual block's fields: its width, its stride, and the layers it builds with."""
   features: int
   strides: int
   conv: ModuleDef
   norm: ModuleDef
+
+
+class BasicBlock(_Block):
+  """Two 3x3 convolutions and a shortcut (a 1x1 projection where the shape changes)."""
 
   @nn.compact
   def __call__(self, x):
@@ -34,12 +38,8 @@ class BasicBlock(nn.Module):
     return nn.relu(y + _shortcut(self, x, y))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1 down to `features`, 3x3 (carrying the stride), 1x1 up to 4x `features`, and a shortcut."""
-  features: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef
 
   @nn.compact
   def __call__(self, x):
@@ -50,7 +50,7 @@ class Bottleneck(nn.Module):
     return nn.relu(y + _shortcut(self, x, y))
 
 
-def _shortcut(block: nn.Module, x, y):
+def _shortcut(block: _Block, x, y):
   """The identity, or torchvision's `downsample` (1x1 conv with the block's stride, then BatchNorm)."""
   if x.shape == y.shape:
     return x
@@ -70,10 +70,7 @@ class ResNetFeatures(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, padding="VALID", dtype=self.dtype)
-    # PyTorch's BatchNorm defaults: running averages updated by 0.1 of the batch's statistics.
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                             dtype=self.dtype)
+    conv, norm = torchvision_layers(self.dtype, train)
     x = conv(self.width, (7, 7), 2, padding=_pad(7), name="conv1")(x)
     x = nn.relu(norm(name="bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
