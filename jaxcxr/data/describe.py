@@ -51,13 +51,17 @@ def describe(data_cfg: ml_collections.ConfigDict, data_dir: str | None, workdir:
 def render(report: dict) -> str:
   """A small text table of the report, one row per split."""
   cols = ("images", "patients", "positives", "negatives", "excluded_by_label_policy", "missing_on_disk")
-  head = f"{'':12s}" + "".join(f"{c.replace('_by_label_policy', ''):>12s}" for c in cols)
-  lines = [f"{report['dataset']} at {report['source']} (target {report['target']}, negatives "
-           f"{report['negatives']})", head]
+  titles = [c.replace("_by_label_policy", "") for c in cols]
   rows = [("all", report["all"])] + [(f"published {k}", v) for k, v in report["published_splits"].items()] \
       + [(k, v) for k, v in report["splits"].items()]
-  for name, s in rows:
-    lines.append(f"{name:12s}" + "".join(f"{s.get(c, '-')!s:>12s}" for c in cols))
+  cells = [[name] + [str(s.get(c, "-")) for c in cols] for name, s in rows]
+  # Each column as wide as its longest cell, one space apart at least, so no two names run together.
+  widths = [max(len(t), *(len(r[i]) for r in cells)) for i, t in enumerate(["", *titles])]
+  lines = [f"{report['dataset']} at {report['source']} (target {report['target']}, negatives "
+           f"{report['negatives']})",
+           " ".join(t.rjust(w) if i else t.ljust(w) for i, (t, w) in enumerate(zip(["", *titles], widths)))]
+  for row in cells:
+    lines.append(" ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
   for title, shared in (("published", report["published_shared_patients"]), ("training", report["shared_patients"])):
     lines.append(f"patients shared between {title} splits: " +
                  (", ".join(f"{k} {v}" for k, v in shared.items()) or "n/a"))

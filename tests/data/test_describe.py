@@ -66,3 +66,12 @@ def test_render_and_json(report, tmp_path):
   text = describe.render(report)
   assert "112120" in text and "published test" in text
   json.dumps(report)  # JSON-serialisable
+
+
+def test_rendered_columns_are_apart_and_aligned(report):
+  lines = describe.render(report).splitlines()
+  table = [l for l in lines[1:] if not l.startswith("patients shared")]
+  assert table[0].split() == ["images", "patients", "positives", "negatives", "excluded", "missing_on_disk"]
+  assert len({len(l) for l in table}) == 1  # right-aligned columns end at the same place on every row
+  published = next(l for l in table if l.startswith("published train_val"))
+  assert [int(v) for v in published.split()[2:]] == [86_524, 28_008, 876, 50_500, 35_148, 86_524]
