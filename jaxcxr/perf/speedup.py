@@ -32,6 +32,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxcxr.errors import UserError
 from jaxcxr.fsutil import atomic_write_json, atomic_write_text
 from jaxcxr.perf import plots, runs
 from jaxcxr.perf.flops import config_step_flops
@@ -47,6 +48,17 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset; absent = the embedde
 # run.py's --platform, and JAX_PLATFORMS for the process (None: unset, JAX finds the GPU itself).
 PLATFORMS = {"cpu": ("cpu", "cpu"), "cpu1": ("cpu", "cpu"), "gpu": ("gpu", None)}
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# Marks a platform's run folder as this command's own: a rerun replaces such a folder, and no other.
+RUN_MARKER = ".speedup-run"
+
+
+def claim_workdirs(out: pathlib.Path, platforms: list[str]) -> None:
+  """Before any work: every platform's folder under `out` must be absent or one this command wrote."""
+  for platform in platforms:
+    workdir = out / platform
+    if workdir.exists() and not (workdir / RUN_MARKER).is_file():
+      raise UserError(f"{workdir} exists and was not written by the speedup command; move it away or choose "
+                      "another --out")
 
 
 def _pin_to_one_core():
@@ -59,7 +71,10 @@ def run_platform(platform: str, out: pathlib.Path) -> dict:
     return {"platform": platform, "ran": False, "reason": f"unknown platform; choose from {', '.join(PLATFORMS)}"}
   flag, jax_platforms = PLATFORMS[platform]
   workdir = out / platform
-  shutil.rmtree(workdir, ignore_errors=True)
+  if (workdir / RUN_MARKER).is_file():
+    shutil.rmtree(workdir)  # this command's own earlier run (claim_workdirs refused any other folder)
+  workdir.mkdir(parents=True)
+  (workdir / RUN_MARKER).touch()
   command = runs.training_command(flag, workdir, runs.config_args(), f"--config.data.cache_dir={out / 'cache'}",
                                   "--config.train.log_step_times=True")
   command += [f"--data_dir={_DATA_DIR.value}"] if _DATA_DIR.value else []
@@ -181,6 +196,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   out = pathlib.Path(_OUT.value)
+  try:
+    claim_workdirs(out, [p for p in _PLATFORMS.value if p in PLATFORMS])
+  except UserError as e:
+    sys.exit(f"error: {e}")
   out.mkdir(parents=True, exist_ok=True)
   results = [run_platform(p, out) for p in _PLATFORMS.value]
   # This process only counts FLOPs: on the CPU, leaving any GPU to the runs.

@@ -71,3 +71,21 @@ def test_fewer_than_two_platforms_is_an_error(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("error: only 1 platform(s) ran")
   assert (tmp_path / "report.md").is_file()
+
+
+def test_a_folder_it_did_not_write_is_never_removed(tmp_path):
+  (tmp_path / "cpu1").mkdir()
+  (tmp_path / "cpu1" / "notes.txt").write_text("mine")
+  result = _speedup(tmp_path, "cpu,cpu1")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: {tmp_path / 'cpu1'} exists and was not written by the speedup command; move it away or choose "
+      "another --out")
+  assert (tmp_path / "cpu1" / "notes.txt").read_text() == "mine" and not (tmp_path / "cpu").exists()
+
+
+def test_a_rerun_replaces_its_own_runs(tmp_path):
+  assert _speedup(tmp_path, "cpu,gpu").returncode == 1  # one platform ran: enough to have a run to replace
+  (tmp_path / "cpu" / "left-over").write_text("")
+  assert _speedup(tmp_path, "cpu,gpu").returncode == 1
+  assert (tmp_path / "cpu" / "summary.json").is_file() and not (tmp_path / "cpu" / "left-over").exists()
