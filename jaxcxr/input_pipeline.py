@@ -85,7 +85,7 @@ def train_iterator(ds: grain.MapDataset, num_threads: int, prefetch: int,
   """Reads and augments `prefetch` batches ahead, in `num_threads` threads of this process, or
   in `worker_processes` processes (grain `mp_prefetch`) to scale past the GIL on many-core hosts.
 
-  Worker processes need absl flags parsed, as `run.py` does.
+  Worker processes need absl flags parsed, as `jaxcxr.main` does.
   """
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
   if worker_processes > 0:
