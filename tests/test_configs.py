@@ -3,13 +3,17 @@ import pathlib
 
 import pytest
 
-CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
+CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "jaxcxr" / "configs").glob("*.py")
                  if p.stem != "__init__")
+
+
+def test_the_configs_are_found():
+  assert {"default", "paper", "tiny", "resnet18", "densenet121", "bench_step"} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_loads_with_grouped_keys_and_a_run_command(name):
-  module = importlib.import_module(f"configs.{name}")
+  module = importlib.import_module(f"jaxcxr.configs.{name}")
   config = module.get_config()
   assert {"data", "model", "train", "checkpoint"} <= set(config.keys())
   assert "python run.py" in module.__doc__
