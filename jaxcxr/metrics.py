@@ -72,7 +72,12 @@ def parse_threshold(rule: str) -> tuple[str, float | None]:
   raise UserError(f"eval.threshold={rule!r}; use {', '.join(THRESHOLD_RULES)}")
 
 
-def choose_threshold(labels: np.ndarray, scores: np.ndarray, rule: str) -> dict:
+def needs_scores(rule: str) -> bool:
+  """Whether `rule` picks its threshold from validation scores (a fixed probability does not)."""
+  return parse_threshold(rule)[0] != "fixed"
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray | None, rule: str) -> dict:
   """The operating point `rule` picks on these (validation) labels and scores: {rule, value (a probability),
   chosen (whether the data chose it), note (why not, where the rule could not apply: then 0.5)}.
 

@@ -106,7 +106,8 @@ def evaluate(run: Run, state: TrainState, split: CachedSplit) -> dict:
 def test_report(run: Run, state: TrainState) -> dict:
   """The test split at the operating point `eval.threshold` picks on validation, with bootstrap intervals."""
   cfg = run.config.eval
-  _, _, val_scores = _predict(run, state, run.splits["val"])
+  # A fixed threshold needs no pass over the validation split.
+  val_scores = _predict(run, state, run.splits["val"])[2] if metrics.needs_scores(cfg.threshold) else None
   threshold = metrics.choose_threshold(run.splits["val"].labels, val_scores, cfg.threshold)
   test = run.splits["test"]
   _, logits, scores = _predict(run, state, test)

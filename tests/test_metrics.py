@@ -71,8 +71,9 @@ def test_youden_and_recall_thresholds_on_a_hand_made_split():
   # The highest threshold that still finds all positives is just below the lowest positive (0.35).
   assert metrics.choose_threshold(labels, scores, "recall:1.0")["value"] == pytest.approx(0.3)
   assert metrics.choose_threshold(labels, scores, "recall:0.75")["value"] == pytest.approx(0.4)
-  fixed = metrics.choose_threshold(labels, scores, "0.5")
+  fixed = metrics.choose_threshold(labels, None, "0.5")  # a fixed rule reads no scores
   assert fixed["value"] == 0.5 and not fixed["chosen"]
+  assert not metrics.needs_scores("0.5") and metrics.needs_scores("youden") and metrics.needs_scores("recall:0.9")
   one_class = metrics.choose_threshold(np.ones(3), np.array([.2, .5, .9]), "youden")
   assert one_class["value"] == 0.5 and "needs both classes" in one_class["note"]
   assert metrics.logit(0.5) == 0.0 and metrics.logit(0.0) == -np.inf
