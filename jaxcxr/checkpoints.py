@@ -4,18 +4,26 @@ Each checkpoint is one `ocp.args.Composite`:
   state — the `TrainState` pytree (params, optimizer state, step, RNG, epoch sums);
   data  — the grain iterator state after the last batch trained on (JSON; taken
           from the device prefetcher, which runs ahead of what was consumed);
-  meta  — the model signature (refuse a checkpoint from another architecture)
+  meta  — the run's signature (refuse a checkpoint of another run's settings)
           and the per-epoch history, so metrics.jsonl can be rebuilt exactly.
 Orbax writes each step to a temporary folder and renames it when complete.
+Beside each step's folder, `<step>.sha256` records the SHA-256 of every file in
+it, written once the step is complete: a checkpoint whose files no longer match
+(flipped bytes on disk, a truncated file) or that has no record (its process
+died while saving) is not resumed from; the previous one is.
 """
 
+import hashlib
+import json
 import logging
 import pathlib
+import shutil
 from typing import Any
 
 import orbax.checkpoint as ocp
 
 from jaxcxr.errors import UserError
+from jaxcxr.fsutil import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +32,6 @@ class Checkpointer:
   """Saves every so often, keeps the latest `keep`, and restores the newest checkpoint that loads."""
 
   def __init__(self, directory: pathlib.Path, keep: int, signature: dict):
-    if keep < 1:
-      raise UserError(f"checkpoint.keep={keep} must be at least 1")
     self.signature = signature
     self.directory = directory
     options = ocp.CheckpointManagerOptions(
@@ -36,10 +42,37 @@ class Checkpointer:
 
   def save(self, state: Any, data_state: dict, history: list[dict]) -> None:
     step = int(state.step)
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
-        meta=ocp.args.JsonSave({"signature": self.signature, "history": history})), force=True)
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+          meta=ocp.args.JsonSave({"signature": self.signature, "history": history})), force=True)
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # orbax wraps the OSError of a full disk in others
+      for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(partial, ignore_errors=True)
+      kept = self.latest_step()
+      reason = next((str(x) for x in (e, e.__cause__, e.__context__) if isinstance(x, OSError)), type(e).__name__)
+      raise UserError(f"could not write the checkpoint of step {step} in {self.directory} ({reason}); "
+                      f"{f'the checkpoint of step {kept} is kept' if kept is not None else 'no checkpoint is kept'}"
+                      "; free disk space (or raise the file-size limit) and rerun the same command to resume") from e
+    atomic_write_json(self._digest_path(step), _digest(self.directory / str(step)))
+    kept = {str(s) for s in self.manager.all_steps()}
+    for record in self.directory.glob("*.sha256"):
+      if record.stem not in kept:
+        record.unlink(missing_ok=True)
+
+  def _digest_path(self, step: int) -> pathlib.Path:
+    return self.directory / f"{step}.sha256"
+
+  def _verify(self, step: int) -> None:
+    """Raises `CorruptCheckpoint` unless the step's files are exactly those recorded when it was saved."""
+    record = self._digest_path(step)
+    if not record.is_file():
+      raise CorruptCheckpoint("it has no checksum record: its process died while saving it")
+    expected, found = json.loads(record.read_text()), _digest(self.directory / str(step))
+    changed = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+    if changed:
+      raise CorruptCheckpoint(f"{len(changed)} file(s) changed on disk since it was written, e.g. {changed[0]}")
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -49,34 +82,53 @@ class Checkpointer:
     if meta["signature"] != self.signature:
       diffs = sorted(k for k in set(meta["signature"]) | set(self.signature)
                      if meta["signature"].get(k) != self.signature.get(k))
-      raise UserError(f"the checkpoint in {self.directory} was written by a different model config "
-                      f"(differs in {', '.join(diffs)}); use a new --workdir or delete the checkpoints")
+      raise UserError(f"the checkpoint in {self.directory} was written by a run with other settings "
+                      f"(differs in {', '.join(diffs)}), and resuming would mix the two runs; use a new --workdir, "
+                      "or delete the checkpoints to start over")
     return meta
 
   def restore(self, abstract_state: Any) -> tuple[Any, dict, list[dict]] | None:
-    """(state, data_state, history) from the newest readable checkpoint, or None if there is none.
+    """(state, data_state, history) from the newest usable checkpoint, or None if there is none.
 
-    A checkpoint that fails to load is reported, deleted (so the step can be
-    saved again) and the previous one is tried.
+    A checkpoint that fails its checksums or to load is reported, deleted (so
+    the step can be saved again) and the previous one is tried.
     """
     steps = sorted(self.manager.all_steps(), reverse=True)
     for step in steps:
       try:
+        self._verify(step)
         meta = self._check_signature(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
       except UserError:
         raise
       except Exception as e:  # pylint: disable=broad-except  # any corruption: fall back, loudly.
-        log.warning("checkpoint at step %d in %s is unreadable (%s: %s); falling back to the "
-                        "previous one", step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
+        log.warning("checkpoint at step %d in %s is unreadable or damaged (%s: %s); falling back to the "
+                    "previous one", step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
         self.manager.delete(step)
+        self._digest_path(step).unlink(missing_ok=True)
         continue
       log.info("Resuming from the checkpoint at step %d in %s", step, self.directory)
       return restored["state"], restored["data"], meta["history"]
     if steps:
-      raise UserError(f"no readable checkpoint in {self.directory}; delete that folder to start over")
+      log.warning("no usable checkpoint is left in %s: training starts over", self.directory)
     return None
 
   def close(self) -> None:
     self.manager.close()
+
+
+class CorruptCheckpoint(Exception):
+  """A checkpoint whose files are not those its save recorded."""
+
+
+def _digest(folder: pathlib.Path) -> dict[str, str]:
+  """SHA-256 of every file under `folder`, by path relative to it."""
+  out = {}
+  for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    out[str(path.relative_to(folder))] = h.hexdigest()
+  return out

@@ -1,9 +1,14 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written file under its final name."""
+"""Atomic file writes (a crash or a full disk never leaves a half-written file under its final name), and one
+process per run folder."""
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
+import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from jaxcxr.errors import UserError
@@ -44,3 +49,49 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> pathlib.Path:
   except OSError as e:
     raise UserError(f"{what} {path} is not writable ({e.strerror or e}); pass a writable directory") from e
   return path
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def exclusive(folder: pathlib.Path, what: str) -> Iterator[None]:
+  """Holds `folder` for this process: a second process that asks for it stops at once with one line naming the
+  holder. The lock is the kernel's (`flock`), so it dies with its process, also on `kill -9`: nothing to clean."""
+  path = folder / LOCK_FILE
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    os.close(fd)
+    raise UserError(f"another run is using {what} {folder} (process {holder}); wait for it to finish, or pass "
+                    f"another {what}") from None
+  try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's live process
+    return True
+  return True
+
+
+def building_folder(parent: pathlib.Path, label: str) -> pathlib.Path:
+  """A new private folder in `parent` to build something in before renaming it into place, named
+  `.<label>-building-<pid>-*`. The building folders of processes that no longer exist (killed mid-build) are
+  deleted first; a build in progress, perhaps another run's on a shared folder, is left alone."""
+  for folder in parent.glob(".*-building-*"):
+    pid = folder.name.rsplit("-building-", 1)[1].split("-", 1)[0]
+    if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+      shutil.rmtree(folder, ignore_errors=True)
+  return pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{label}-building-{os.getpid()}-"))

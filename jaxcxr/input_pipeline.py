@@ -59,6 +59,9 @@ class BalancedSource(SplitSource):
     return self.index[np.asarray(indices)]
 
 
+CLASS_BALANCE = ("pos_weight", "sampling", "none")  # train.class_balance: loss weights, resampling, neither
+
+
 def train_source(split: CachedSplit, class_balance: str) -> SplitSource:
   """The training examples of one epoch: the split as is, or class-balanced by resampling."""
   return BalancedSource(split) if class_balance == "sampling" else SplitSource(split)
@@ -136,6 +139,6 @@ def eval_batches(split: CachedSplit, batch_size: int) -> Iterator[dict]:
     stop = min(start + batch_size, len(split))
     n = stop - start
     images = np.zeros((batch_size, *split.images.shape[1:]), np.uint8)
-    labels = np.zeros((batch_size,), np.int32)
+    labels = np.zeros((batch_size, *split.labels.shape[1:]), np.int32)
     images[:n], labels[:n] = split.images[start:stop], split.labels[start:stop]
     yield {"image": images, "label": labels, "mask": np.arange(batch_size) < n}

@@ -58,28 +58,40 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:
+    if "get_config" in str(e):
+      sys.exit("error: the --config file could not be loaded: it defines no get_config(); start from "
+               "jaxcxr/configs/default.py")
     _bad_override(e)
+  except Exception as e:  # pylint: disable=broad-except  # the config file's own code failed while it loaded
+    where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
+    sys.exit(f"error: the --config file could not be loaded: {type(e).__name__}: {e.msg if where else e}{where}; "
+             "fix the file, or start from jaxcxr/configs/default.py")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from jaxcxr import config as config_lib  # pylint: disable=g-import-not-at-top
   from jaxcxr import train  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast.
   from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top
-  from jaxcxr.fsutil import ensure_writable_dir  # pylint: disable=g-import-not-at-top
+  from jaxcxr.fsutil import ensure_writable_dir, exclusive  # pylint: disable=g-import-not-at-top
   _setup_logging()
   config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
   workdir = _WORKDIR.value or f"runs/{config_name}-{_PLATFORM.value}"
   try:
+    config = config_lib.from_flag(_CONFIG)
+    config_lib.validate(config)  # before the device starts or any file is touched
     if _MODE.value == "describe":
-      describe.run(_CONFIG.value.data, _DATA_DIR.value, ensure_writable_dir(workdir, "--workdir"))
+      folder = ensure_writable_dir(workdir, "--workdir")
+      with exclusive(folder, "--workdir"):
+        describe.run(config.data, _DATA_DIR.value, folder)
       return
     if _PLATFORM.value == devices.CPU:
       # Before the CPU backend starts its threads: XLA:CPU's per-step buffers then stay mapped (hostmem).
       hostmem.retain_freed_memory()
     device = devices.select_device(_PLATFORM.value)
     devices.log_device(device)
-    train.train_and_evaluate(_CONFIG.value, workdir, device, _DATA_DIR.value)
+    train.train_and_evaluate(config, workdir, device, _DATA_DIR.value)
   except UserError as e:
     sys.exit(f"error: {e}")
 

@@ -8,6 +8,7 @@ interval over patients (`bootstrap_intervals`).
 """
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -117,31 +118,62 @@ def confusion(labels: np.ndarray, predicted: np.ndarray) -> tuple[int, int, int,
           int(np.sum(predicted & labels)))
 
 
+def patient_resamples(patients: list[str], resamples: int, seed: int) -> Iterator[np.ndarray]:
+  """Film indices of each of `resamples` bootstrap draws of the *patients* (all of a drawn patient's films,
+  as often as the patient is drawn); the same seed and patients give the same draws."""
+  _, owner = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
+  n_patients = owner.max() + 1
+  rng = np.random.default_rng(seed)
+  for _ in range(resamples):
+    copies = np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)[owner]
+    yield np.repeat(np.arange(len(owner)), copies)
+
+
+def _percentile_interval(values: list[float], confidence: float) -> list[float] | None:
+  """The central `confidence` interval of the defined (non-NaN) values; None when none is defined."""
+  values = np.asarray(values, np.float64)
+  defined = values[~np.isnan(values)]
+  tail = 100.0 * (1.0 - confidence) / 2.0
+  return [float(np.percentile(defined, tail)), float(np.percentile(defined, 100.0 - tail))] if len(defined) \
+      else None
+
+
 def bootstrap_intervals(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, patients: list[str],
                         resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
-  """Percentile intervals of every metric over `resamples` bootstrap draws of the *patients* (all of a drawn
-  patient's films, as often as the patient is drawn), so films of one patient are not counted as independent.
+  """Percentile intervals of every metric over `resamples` bootstrap draws of the patients
+  (`patient_resamples`), so films of one patient are not counted as independent.
 
   A metric undefined in a draw (AUC with one class) is left out of that draw; one undefined in every draw is
   None.
   """
   labels, predicted = np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool)
   scores = np.asarray(scores, np.float64)
-  _, owner = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
-  n_patients = owner.max() + 1
-  rng = np.random.default_rng(seed)
   draws = {m: [] for m in METRICS}
-  for _ in range(resamples):
-    copies = np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)[owner]
-    films = np.repeat(np.arange(len(labels)), copies)
+  for films in patient_resamples(patients, resamples, seed):
     report = classification_report(*confusion(labels[films], predicted[films]), labels[films], scores[films])
     for m in METRICS:
       draws[m].append(np.nan if report[m] is None else report[m])
-  tail = 100.0 * (1.0 - confidence) / 2.0
-  out = {}
-  for m, values in draws.items():
-    values = np.asarray(values)
-    defined = values[~np.isnan(values)]
-    out[m] = [float(np.percentile(defined, tail)), float(np.percentile(defined, 100.0 - tail))] if len(defined) \
-        else None
-  return out
+  return {m: _percentile_interval(values, confidence) for m, values in draws.items()}
+
+
+# --- Several targets at once (NIH's 14 findings): each target is reported as one binary task. ---
+def per_target_auc(labels: np.ndarray, scores: np.ndarray) -> list[float | None]:
+  """ROC AUC of each column of (N, K) labels and scores; None for a column with one class."""
+  return [roc_auc(labels[:, k], scores[:, k]) for k in range(labels.shape[1])]
+
+
+def mean_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+  """The mean AUROC over the targets where it is defined (CheXNet's summary figure); None if nowhere."""
+  defined = [a for a in per_target_auc(labels, scores) if a is not None]
+  return float(np.mean(defined)) if defined else None
+
+
+def mean_auc_interval(labels: np.ndarray, scores: np.ndarray, patients: list[str], resamples: int = 1000,
+                      confidence: float = 0.95, seed: int = 0) -> list[float] | None:
+  """The interval of `mean_auc` over the same patient draws `bootstrap_intervals` makes with this seed."""
+  labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, np.float64)
+  means = []
+  for films in patient_resamples(patients, resamples, seed):
+    value = mean_auc(labels[films], scores[films])
+    means.append(np.nan if value is None else value)
+  return _percentile_interval(means, confidence)

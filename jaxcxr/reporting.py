@@ -4,6 +4,7 @@ import json
 import pathlib
 
 from jaxcxr import metrics
+from jaxcxr.data import nih
 from jaxcxr.fsutil import atomic_write_json, atomic_write_text
 
 
@@ -40,9 +41,42 @@ def read_summary(workdir: pathlib.Path) -> dict | None:
   return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _interval(intervals: dict | None, key: str) -> str:
+  bounds = (intervals or {}).get(key)
+  return f" [{_fmt(bounds[0])}, {_fmt(bounds[1])}]" if bounds else ""
+
+
+def findings_table(t: dict, synthetic: bool) -> list[str]:
+  """A multi-label test report as CheXNet's Table 1: AUROC per finding with its interval, then the mean, with
+  CheXNet's published figures beside them for reference."""
+  n = t["findings"][t["targets"][0]]
+  films = n["tn"] + n["fp"] + n["fn"] + n["tp"]
+  confidence = t.get("interval_confidence")
+  lines = [f"Test split ({films} images), AUROC per finding"
+           + (f" [{confidence:.0%} interval over patient resamples]" if confidence else "")
+           + f"{' [SYNTHETIC DATA]' if synthetic else ''}",
+           f"  {'finding':<20s} {'AUROC':>6s} {'interval':<18s} {'positives':>9s}  CheXNet (2017)"]
+  for name in t["targets"]:
+    r = t["findings"][name]
+    reference = nih.CHEXNET_AUROC.get(name)
+    lines.append(f"  {name:<20s} {_fmt(r['auc']):>6s} {_interval(r.get('intervals'), 'auc'):<18s} "
+                 f"{r['fn'] + r['tp']:9d}  {_fmt(reference)}")
+  interval = t.get("mean_auc_interval")
+  lines.append(f"  {'mean (' + str(t['mean_auc_over']) + ' findings)':<20s} {_fmt(t['mean_auc']):>6s} "
+               f"{(f' [{_fmt(interval[0])}, {_fmt(interval[1])}]' if interval else ''):<18s} {'':9s}  "
+               f"{_fmt(nih.CHEXNET_MEAN_AUROC)}")
+  rule = n["threshold"]["rule"]
+  lines.append(f"  accuracy, precision, recall, specificity and F1 per finding (at eval.threshold={rule}) are "
+               "in summary.json")
+  return lines + [f"  note: {note}" for note in t["notes"]]
+
+
 def summary_table(summary: dict) -> str:
-  """The test confusion matrix and metrics, plus the timing summary, as a small text table."""
-  t, timing = summary["test"], summary["timing"]
+  """The test confusion matrix and metrics (or, for several targets, the per-finding AUROC table), plus the
+  timing summary, as a small text table."""
+  t = summary["test"]
+  if "findings" in t:
+    return "\n".join(findings_table(t, summary["synthetic"]) + [_timing_line(summary)])
   lines = [
       f"Test split ({t['tn'] + t['fp'] + t['fn'] + t['tp']} images)"
       f"{' [SYNTHETIC DATA]' if summary['synthetic'] else ''}",
@@ -56,13 +90,17 @@ def summary_table(summary: dict) -> str:
     lines.append(f"  at threshold {threshold['value']:.4f} (eval.threshold={threshold['rule']}"
                  f"{', chosen on validation' if threshold['chosen'] else ''})"
                  + (f"; {t['interval_confidence']:.0%} intervals over patient resamples" if intervals else ""))
-    lines += [f"  {k:<12s} {_fmt(t[k])}" + (f" [{_fmt(intervals[k][0])}, {_fmt(intervals[k][1])}]"
-                                             if intervals.get(k) else "") for k in metrics.METRICS]
+    lines += [f"  {k:<12s} {_fmt(t[k])}{_interval(intervals, k)}" for k in metrics.METRICS]
   else:  # a summary written before operating points existed
     lines.append("  " + "  ".join(f"{k} {_fmt(t[k])}" for k in metrics.METRICS))
   lines += [f"  note: {n}" for n in t["notes"]]
-  lines.append(f"Timing on {summary['device']['device_kind']} ({summary['device']['platform']}): "
-               f"compile {timing['compile_s']:.2f} s, {_fmt(timing['mean_sec_per_epoch'], '.2f')} s/epoch, "
-               f"{_fmt(timing['median_ms_per_step'], '.2f')} ms/step (median over epochs), "
-               f"data wait {_fmt(timing['data_wait_fraction'], '.1%')}")
+  lines.append(_timing_line(summary))
   return "\n".join(lines)
+
+
+def _timing_line(summary: dict) -> str:
+  timing = summary["timing"]
+  return (f"Timing on {summary['device']['device_kind']} ({summary['device']['platform']}): "
+          f"compile {timing['compile_s']:.2f} s, {_fmt(timing['mean_sec_per_epoch'], '.2f')} s/epoch, "
+          f"{_fmt(timing['median_ms_per_step'], '.2f')} ms/step (median over epochs), "
+          f"data wait {_fmt(timing['data_wait_fraction'], '.1%')}")

@@ -21,14 +21,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcxr import augment, devices, input_pipeline, metrics, reporting
+from jaxcxr import augment, devices, input_pipeline, metrics, optim, reporting
+from jaxcxr import config as config_lib
 from jaxcxr.checkpoints import Checkpointer
 from jaxcxr.data import datasets
 from jaxcxr.data.cache import CachedSplit
 from jaxcxr.errors import UserError
-from jaxcxr.fsutil import ensure_writable_dir
+from jaxcxr.fsutil import ensure_writable_dir, exclusive
 from jaxcxr.models import create_model, weights
-from jaxcxr.optim import create_optimizer
 from jaxcxr.progress import Progress
 from jaxcxr.train_step import TrainState, batch_shapes, create_state, jit_steps, placed_shapes, zero_sums
 
@@ -40,29 +40,55 @@ def is_time(step: int, every: int, total: int) -> bool:
   return step == total or (every > 0 and step % every == 0)
 
 
-CLASS_BALANCE = ("pos_weight", "sampling", "none")
+def class_weights(split: CachedSplit, class_balance: str) -> tuple[float | list[float], float | list[float]]:
+  """Loss weights of a positive and a negative example for `train.class_balance=pos_weight`; (1, 1) otherwise
+  (`sampling` balances the classes in the input stream instead).
 
-
-def positive_weight(split: CachedSplit, class_balance: str) -> float:
-  """Loss weight of a positive example: negatives/positives in training for `pos_weight`, else 1
-  (`sampling` balances the classes in the input stream instead)."""
-  if class_balance not in CLASS_BALANCE:
-    raise UserError(f"train.class_balance={class_balance!r}; choose one of {', '.join(CLASS_BALANCE)}")
+  One target: positives weighted negatives/positives, negatives 1 (a split with one class: 1 and 1). Several
+  targets, as CheXNet: per finding, positives weighted N/(P+N) and negatives P/(P+N), so the two classes
+  weigh the same within a finding and a rare finding does not outweigh the common ones (a finding with no
+  positive in training then adds no loss).
+  """
+  columns = split.labels.reshape(len(split), -1)
+  ones = [1.0] * columns.shape[1]
   if class_balance != "pos_weight":
-    return 1.0
-  pos = split.num_positive
-  if pos in (0, len(split)):
-    log.warning("training split has one class only; positive weight left at 1")
-    return 1.0
-  return (len(split) - pos) / pos
+    return (ones, ones) if split.targets else (1.0, 1.0)
+  positives = columns.sum(axis=0)
+  one_class = [t for t, p in zip(split.targets or ("the target",), positives) if p in (0, len(split))]
+  if one_class:
+    log.warning("training split has one class only for %s%s", ", ".join(one_class),
+                ": it adds no loss" if split.targets else "; positive weight left at 1")
+  if split.targets:
+    return ([float(1.0 - p / len(split)) for p in positives], [float(p / len(split)) for p in positives])
+  return (1.0 if one_class else float((len(split) - positives[0]) / positives[0])), 1.0
 
 
-def model_signature(config: ml_collections.ConfigDict) -> dict:
-  """What fixes the parameter shapes: a checkpoint with another signature cannot be resumed."""
+# Keys that change how fast a run goes, how often it saves or how it reports, never what it computes: a run
+# may resume across them. model.lowering computes the same gradients another way.
+RESUMABLE_ACROSS = ("data.workers", "data.num_threads", "data.worker_processes", "data.prefetch", "data.cache_dir",
+                    "model.lowering", "train.log_step_times", "train.eval_batch_size", "eval.", "checkpoint.")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def run_signature(config: ml_collections.ConfigDict, data_dir: str | None) -> dict:
+  """Everything that decides what a run computes, as dotted keys: a checkpoint written under another signature
+  would mix two runs, so it is not resumed. `train.epochs` counts only where the schedule spans the whole run
+  (raising it otherwise continues a finished run)."""
+  flat = {k: v for k, v in _flatten(config.to_dict()).items() if not k.startswith(RESUMABLE_ACROSS)}
+  if not optim.spans_the_run(config.train):
+    flat.pop("train.epochs")
+  flat["data_dir"] = str(pathlib.Path(data_dir).expanduser().resolve()) if data_dir else None
   # Through JSON, so tuples compare equal to the lists a restored JSON item holds.
-  # lowering changes how gradients are computed, not the parameters: a run may resume across it.
-  model = {k: v for k, v in config.model.to_dict().items() if k != "lowering"}
-  return json.loads(json.dumps({**model, "image_size": config.data.image_size}))
+  return json.loads(json.dumps(flat))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,28 +122,53 @@ def _predict(run: Run, state: TrainState, split: CachedSplit) -> tuple[dict, np.
 
 
 def evaluate(run: Run, state: TrainState, split: CachedSplit) -> dict:
-  """Loss and the full metric report on one split at threshold 0.5 (what each epoch reports)."""
+  """Loss and the metric report on one split at threshold 0.5 (what each epoch reports); for several
+  targets, the counts pool every target's decisions and `auc` is the mean AUROC over the targets."""
   totals, _, scores = _predict(run, state, split)
+  single = not split.targets
   report = metrics.classification_report(totals["tn"], totals["fp"], totals["fn"], totals["tp"],
-                                         split.labels, scores)
+                                         split.labels if single else None, scores if single else None)
+  if not single:
+    report["auc"] = metrics.mean_auc(split.labels, scores)
   return {"loss": float(totals["loss"]) / len(split), **report}
 
 
-def test_report(run: Run, state: TrainState) -> dict:
-  """The test split at the operating point `eval.threshold` picks on validation, with bootstrap intervals."""
-  cfg = run.config.eval
-  # A fixed threshold needs no pass over the validation split.
-  val_scores = _predict(run, state, run.splits["val"])[2] if metrics.needs_scores(cfg.threshold) else None
-  threshold = metrics.choose_threshold(run.splits["val"].labels, val_scores, cfg.threshold)
-  test = run.splits["test"]
-  _, logits, scores = _predict(run, state, test)
+def _operating_point_report(cfg: ml_collections.ConfigDict, val_labels: np.ndarray, val_scores: np.ndarray | None,
+                            labels: np.ndarray, logits: np.ndarray, scores: np.ndarray, patients: list[str]) -> dict:
+  """One target's test report at the operating point `cfg.threshold` picks on validation, with intervals."""
+  threshold = metrics.choose_threshold(val_labels, val_scores, cfg.threshold)
   predicted = logits > metrics.logit(threshold["value"])
-  report = metrics.classification_report(*metrics.confusion(test.labels, predicted), test.labels, scores)
+  report = metrics.classification_report(*metrics.confusion(labels, predicted), labels, scores)
   report["threshold"] = threshold
   report["notes"] += [threshold["note"]] if threshold["note"] else []
   if cfg.bootstrap > 0:
-    report["intervals"] = metrics.bootstrap_intervals(test.labels, scores, predicted, test.patient_ids,
-                                                      cfg.bootstrap, cfg.confidence, cfg.seed)
+    report["intervals"] = metrics.bootstrap_intervals(labels, scores, predicted, patients, cfg.bootstrap,
+                                                      cfg.confidence, cfg.seed)
+    report["interval_confidence"] = cfg.confidence
+  return report
+
+
+def test_report(run: Run, state: TrainState) -> dict:
+  """The test split at the operating point `eval.threshold` picks on validation, with bootstrap intervals:
+  for several targets, one such report per target (CheXNet's Table 1) and their mean AUROC."""
+  cfg = run.config.eval
+  val, test = run.splits["val"], run.splits["test"]
+  # A fixed threshold needs no pass over the validation split.
+  val_scores = _predict(run, state, val)[2] if metrics.needs_scores(cfg.threshold) else None
+  _, logits, scores = _predict(run, state, test)
+  if not test.targets:
+    return _operating_point_report(cfg, val.labels, val_scores, test.labels, logits, scores, test.patient_ids)
+  findings = {target: _operating_point_report(cfg, val.labels[:, k], None if val_scores is None else val_scores[:, k],
+                                              test.labels[:, k], logits[:, k], scores[:, k], test.patient_ids)
+              for k, target in enumerate(test.targets)}
+  undefined = [t for t, r in findings.items() if r["auc"] is None]
+  report = {"targets": list(test.targets), "findings": findings, "mean_auc": metrics.mean_auc(test.labels, scores),
+            "mean_auc_over": len(findings) - len(undefined),
+            "notes": [f"mean AUROC over {len(findings) - len(undefined)} of {len(findings)} findings: AUC "
+                      f"undefined for {', '.join(undefined)} (one class in the test split)"] if undefined else []}
+  if cfg.bootstrap > 0:
+    report["mean_auc_interval"] = metrics.mean_auc_interval(test.labels, scores, test.patient_ids, cfg.bootstrap,
+                                                            cfg.confidence, cfg.seed)
     report["interval_confidence"] = cfg.confidence
   return report
 
@@ -147,7 +198,8 @@ def _initial_state(config: ml_collections.ConfigDict, init: Callable[[], TrainSt
 
 def _compile(run: Run, state: TrainState) -> tuple[jax.stages.Compiled, float]:
   """The train step compiled ahead of time for the run's batch shapes, and the seconds that took."""
-  batch = placed_shapes(batch_shapes(run.config.train.batch_size, run.config.data.image_size), run.sharding)
+  batch = placed_shapes(batch_shapes(run.config.train.batch_size, run.config.data.image_size,
+                                     run.splits["train"].outputs), run.sharding)
   start = time.perf_counter()
   step_fn = run.train_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
@@ -180,7 +232,7 @@ def _end_epoch(run: Run, epoch: _Epoch, state: TrainState, batches: input_pipeli
             "ms_per_step": 1000.0 * epoch_s / epoch.steps,
             "data_wait_fraction": (batches.wait_s - epoch.wait_before_s) / epoch_s,
             "train_loss": float(sums["loss"]) / int(sums["count"]),
-            "train_accuracy": int(sums["correct"]) / int(sums["count"]),
+            "train_accuracy": int(sums["correct"]) / (int(sums["count"]) * run.splits["train"].outputs),
             "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_auc": val["auc"]}
   if run.config.train.log_step_times:
     record["step_ms"] = epoch.step_ms
@@ -231,6 +283,8 @@ def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: 
       if done % spe == 0:
         record = _end_epoch(run, epoch, state, batches, ckpt.latest_step())
         history = [*history, record]
+        state = state.replace(opt_state=optim.after_epoch(cfg.train, state.opt_state,
+                                                          [r["val_loss"] for r in history], run.sharding))
         ckpt.save(state, batches.state, history)
         reporting.write_history(run.workdir, history)
         log.info("%s", reporting.epoch_line(record))
@@ -257,32 +311,38 @@ def _timing(history: list[dict], compile_s: float | None) -> dict:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                        device: jax.Device, data_dir: str | None = None) -> dict:
-  """Trains (or resumes) on `device`, evaluates on the test split, writes summary.json; returns it."""
+  """Trains (or resumes) on `device`, evaluates on the test split, writes summary.json; returns it.
+
+  The config is validated before anything else, and the workdir is held by this process throughout: a second
+  run on it stops at once instead of rebuilding the data under this one.
+  """
+  config_lib.validate(config)
   workdir = ensure_writable_dir(pathlib.Path(workdir), "--workdir")
-  if config.train.batch_size < 1 or config.train.epochs < 1:
-    raise UserError(f"train.batch_size={config.train.batch_size} and train.epochs={config.train.epochs} "
-                    "must both be at least 1")
-  metrics.parse_threshold(config.eval.threshold)
-  if config.eval.bootstrap < 0 or not 0.0 < config.eval.confidence < 1.0:
-    raise UserError(f"eval.bootstrap={config.eval.bootstrap} must be 0 or more and eval.confidence="
-                    f"{config.eval.confidence} between 0 and 1")
+  with exclusive(workdir, "--workdir"):
+    return _train_and_evaluate(config, workdir, device, data_dir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, device: jax.Device,
+                        data_dir: str | None) -> dict:
   splits = datasets.load_splits(config.data, data_dir, workdir)
-  pos_weight = positive_weight(splits["train"], config.train.class_balance)
+  pos_weight, neg_weight = class_weights(splits["train"], config.train.class_balance)
   source = input_pipeline.train_source(splits["train"], config.train.class_balance)
   spe = len(source) // config.train.batch_size
   if spe == 0:
     raise UserError(f"the training split has {len(source)} images, fewer than "
                     f"train.batch_size={config.train.batch_size}; lower the batch size")
   total = spe * config.train.epochs
-  model, lowering = create_model(config.model, device.platform)
+  optim.check_steps(config.train, total, spe)
+  model, lowering = create_model(config.model, device.platform, outputs=splits["train"].outputs)
   log.info("Convolutions computed by the %s lowering", lowering)
-  tx = create_optimizer(config.train, total)
-  train_fn, eval_fn = jit_steps(pos_weight, model.dtype, augment.photometric_params(config.data.augment))
+  tx = optim.create_optimizer(config.train, total)
+  train_fn, eval_fn = jit_steps(pos_weight, model.dtype, augment.photometric_params(config.data.augment),
+                                neg_weight)
   sharding = jax.sharding.SingleDeviceSharding(device)
   run = Run(config, workdir, splits, source, sharding, train_fn, eval_fn, spe, total)
   init = functools.partial(create_state, model, tx, config.data.image_size, config.train.seed)
   abstract = placed_shapes(jax.eval_shape(init), sharding)
-  ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint.keep, model_signature(config))
+  ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint.keep, run_signature(config, data_dir))
   compile_s = None
   try:
     restored = ckpt.restore(abstract)
@@ -302,8 +362,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   test = test_report(run, state)
   summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s),
              "device": devices.describe(device), "lowering": lowering, "synthetic": data_dir is None,
-             "pos_weight": pos_weight, "split_sizes": {k: len(v) for k, v in splits.items()},
-             "split_positives": {k: v.num_positive for k, v in splits.items()},
+             "pos_weight": pos_weight, "neg_weight": neg_weight, "split_sizes": {k: len(v) for k, v in splits.items()},
+             "split_positives": {k: v.positives_per_target() if v.targets else v.num_positive
+                                 for k, v in splits.items()},
              "epochs": history, "config": config.to_dict()}
   reporting.write_summary(workdir, summary)
   print(reporting.summary_table(summary))

@@ -64,15 +64,21 @@ def eval_variables(state: TrainState) -> dict:
   return {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
 
 
-def weighted_bce(logits: jax.Array, labels: jax.Array, pos_weight: float) -> jax.Array:
-  """Per-example sigmoid cross-entropy, positives weighted by `pos_weight` against class imbalance."""
+def weighted_bce(logits: jax.Array, labels: jax.Array, pos_weight: Any, neg_weight: Any = 1.0) -> jax.Array:
+  """Per-film sigmoid cross-entropy, positives weighted by `pos_weight` and negatives by `neg_weight` against
+  class imbalance.
+
+  Logits and labels are (B,) for one target, (B, K) for K targets with the weights (K,) arrays, one per
+  target; a film's loss is then the mean over its targets.
+  """
   labels = labels.astype(jnp.float32)
-  weights = jnp.where(labels > 0.5, pos_weight, 1.0)
-  return weights * optax.sigmoid_binary_cross_entropy(logits, labels)
+  weights = jnp.where(labels > 0.5, jnp.asarray(pos_weight, jnp.float32), jnp.asarray(neg_weight, jnp.float32))
+  loss = weights * optax.sigmoid_binary_cross_entropy(logits, labels)
+  return loss.reshape(loss.shape[0], -1).mean(axis=1)
 
 
-def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any,
-               photometric: tuple[float, float] = (0.0, 0.0)) -> TrainState:
+def train_step(state: TrainState, batch: dict, *, pos_weight: Any, dtype: Any,
+               photometric: tuple[float, float] = (0.0, 0.0), neg_weight: Any = 1.0) -> TrainState:
   """One optimizer update on `batch`; returns the new state (jit with the state donated).
 
   `photometric` is (contrast, brightness) for the on-device part of augmentation.
@@ -84,17 +90,18 @@ def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any,
   def loss_fn(params):
     if not state.batch_stats:
       logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_key})
-      return weighted_bce(logits, batch["label"], pos_weight).mean(), (logits, state.batch_stats)
+      return weighted_bce(logits, batch["label"], pos_weight, neg_weight).mean(), (logits, state.batch_stats)
     # BatchNorm normalises with this batch's statistics and folds them into the running averages.
     logits, updated = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images, train=True,
                                      rngs={"dropout": dropout_key}, mutable=["batch_stats"])
-    return weighted_bce(logits, batch["label"], pos_weight).mean(), (logits, updated["batch_stats"])
+    return weighted_bce(logits, batch["label"], pos_weight, neg_weight).mean(), (logits, updated["batch_stats"])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   n = batch["label"].shape[0]
   sums = state.sums
+  # `correct` counts right decisions, one per target per film: accuracy is correct / (count * targets).
   # An overflowing update poisons the parameters a step before the loss shows it: check both.
   finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
   bad = ~finite & (sums["first_nonfinite_step"] < 0)
@@ -105,31 +112,33 @@ def train_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any,
   return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, sums=sums)
 
 
-def eval_step(state: TrainState, batch: dict, *, pos_weight: float, dtype: Any) -> tuple[dict, jax.Array]:
+def eval_step(state: TrainState, batch: dict, *, pos_weight: Any, dtype: Any,
+              neg_weight: Any = 1.0) -> tuple[dict, jax.Array]:
   """Loss sum and integer confusion counts over the real rows of `batch`, plus per-row logits.
 
-  Counts are computed on device at threshold 0.5 (logit 0); the logits feed
-  the host-side ROC AUC and any other operating point. Padded rows (`mask`
-  False) count nowhere.
+  Counts are computed on device at threshold 0.5 (logit 0), over every target
+  of a multi-label task together; the logits feed the host-side ROC AUC and any
+  other operating point. Padded rows (`mask` False) count nowhere.
   """
   logits = state.apply_fn(eval_variables(state), prepare_input(batch["image"], dtype), train=False)
-  mask, labels = batch["mask"], batch["label"] > 0
+  labels = batch["label"] > 0
+  mask = batch["mask"].reshape(batch["mask"].shape + (1,) * (labels.ndim - 1))
   predicted = logits > 0
 
   def count(cond):
     return jnp.sum(cond & mask, dtype=jnp.int32)
 
-  sums = {"loss": jnp.sum(jnp.where(mask, weighted_bce(logits, batch["label"], pos_weight), 0.0)),
+  sums = {"loss": jnp.sum(jnp.where(batch["mask"], weighted_bce(logits, batch["label"], pos_weight, neg_weight), 0.0)),
           "tp": count(predicted & labels), "fp": count(predicted & ~labels),
           "tn": count(~predicted & ~labels), "fn": count(~predicted & labels)}
   return sums, logits
 
 
-def jit_steps(pos_weight: float, dtype: Any, photometric: tuple[float, float] = (0.0, 0.0)):
+def jit_steps(pos_weight: Any, dtype: Any, photometric: tuple[float, float] = (0.0, 0.0), neg_weight: Any = 1.0):
   """The two steps, jitted; the training state is donated so its buffers are updated in place."""
-  train = jax.jit(functools.partial(train_step, pos_weight=pos_weight, dtype=dtype, photometric=photometric),
-                  donate_argnums=0)
-  evaluate = jax.jit(functools.partial(eval_step, pos_weight=pos_weight, dtype=dtype))
+  train = jax.jit(functools.partial(train_step, pos_weight=pos_weight, dtype=dtype, photometric=photometric,
+                                    neg_weight=neg_weight), donate_argnums=0)
+  evaluate = jax.jit(functools.partial(eval_step, pos_weight=pos_weight, dtype=dtype, neg_weight=neg_weight))
   return train, evaluate
 
 
@@ -138,7 +147,8 @@ def placed_shapes(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def batch_shapes(batch_size: int, image_size: int) -> dict:
-  """Shapes and dtypes of one training batch as the input pipeline delivers it (uint8 films, int32 labels)."""
+def batch_shapes(batch_size: int, image_size: int, targets: int = 1) -> dict:
+  """Shapes and dtypes of one training batch as the input pipeline delivers it (uint8 films, int32 labels:
+  (B,) for one target, (B, targets) for several)."""
   return {"image": jax.ShapeDtypeStruct((batch_size, image_size, image_size), jnp.uint8),
-          "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+          "label": jax.ShapeDtypeStruct((batch_size,) if targets == 1 else (batch_size, targets), jnp.int32)}

@@ -6,7 +6,6 @@ import pytest
 
 from jaxcxr import augment
 from jaxcxr.configs import default
-from jaxcxr.errors import UserError
 
 
 def _geometric(**overrides):
@@ -42,11 +41,6 @@ def test_geometric_never_flips():
   out = _geometric().random_map({"image": np.stack([film] * 20), "label": np.zeros(20)},
                                 np.random.default_rng(0))["image"]
   assert (out[:, :, :16].mean(axis=(1, 2)) > out[:, :, 16:].mean(axis=(1, 2)) + 50).all()
-
-
-def test_unknown_interpolation():
-  with pytest.raises(UserError, match="interpolation='cubic'"):
-    _geometric(interpolation="cubic")
 
 
 def test_photometric_per_film_within_bounds_and_seeded():

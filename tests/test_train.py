@@ -121,8 +121,35 @@ def test_finished_run_reruns_as_a_noop(straight, tiny_config, capsys):
 def test_checkpoint_from_another_model_is_refused(straight, tiny_config):
   workdir, _ = straight
   tiny_config.model.widths = (8, 32)
-  with pytest.raises(UserError, match="different model config.*widths.*new --workdir"):
+  with pytest.raises(UserError, match="run with other settings.*model.widths.*new --workdir"):
     _run(tiny_config, workdir)
+
+
+@pytest.mark.parametrize("key,value", [("train.batch_size", 4), ("train.learning_rate", 3e-3),
+                                       ("train.optimizer", "sgd"), ("data.augment.max_scale", 0.2),
+                                       ("data.split_seed", 1), ("train.seed", 5)])
+def test_a_checkpoint_of_other_training_settings_is_refused(straight, tiny_config, key, value):
+  workdir, _ = straight
+  group, name = key.rsplit(".", 1)
+  node = tiny_config
+  for part in group.split("."):
+    node = node[part]
+  node[name] = value
+  with pytest.raises(UserError, match=rf"run with other settings \(differs in {key}\), and resuming would mix"):
+    _run(tiny_config, workdir)
+
+
+def test_a_checkpoint_of_another_dataset_folder_is_refused(straight, tiny_config, tiny_nih):
+  workdir, _ = straight
+  with pytest.raises(UserError, match=r"differs in data_dir"):
+    _run(tiny_config, workdir, data_dir=str(tiny_nih))
+
+
+def test_settings_that_change_no_result_resume(straight, tiny_config, capsys):
+  workdir, ref = straight
+  tiny_config.data.num_threads, tiny_config.model.lowering, tiny_config.checkpoint.keep = 1, "xla", 5
+  tiny_config.train.eval_batch_size, tiny_config.eval.bootstrap = 16, 10
+  assert _run(tiny_config, workdir)["test"] == ref["test"]  # the finished run, recognised as the same
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, tiny_config, tmp_path, caplog):

@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.dataset = "nih"             # nih | kermany (class-per-folder trees) | medmnist (.npz)
   data.image_size = 64
   data.aspect = "pad"              # pad | crop: how non-square films become square
-  data.target = "Pneumonia"        # any of the 14 NIH findings, or 'any'
+  data.target = "Pneumonia"        # any of the 14 NIH findings, 'any', or 'all' (the 14 at once, one logit each)
   data.negatives = "no_finding"    # no_finding (the paper's "healthy") | rest (every non-target film)
   data.positive_class = "PNEUMONIA"  # kermany: the class folder that is positive; all others negative
   data.views = ""                  # '' = all, or e.g. 'PA' or 'PA,AP'
@@ -62,8 +62,10 @@ def get_config() -> ml_collections.ConfigDict:
   train.momentum = 0.9             # sgd only
   train.nesterov = True            # sgd only
   train.weight_decay = 1e-4        # adamw only
-  train.schedule = "constant"      # constant | warmup_cosine
-  train.warmup_steps = 0
+  train.schedule = "constant"      # constant | warmup_cosine | plateau (x plateau_factor when val loss stalls)
+  train.warmup_steps = 0           # warmup_cosine only
+  train.plateau_patience = 1       # plateau only: epochs without a lower val loss before each cut
+  train.plateau_factor = 0.1       # plateau only
   train.class_balance = "pos_weight"  # pos_weight (auto from training frequencies) | sampling | none
   train.seed = 0
   train.log_step_times = False     # sync after every step and record each step's time (speedup runs)

@@ -1,29 +1,27 @@
-"""NIH ChestX-ray14, Pneumonia vs No Finding, official test split, 224 px.
+"""NIH ChestX-ray14, Pneumonia vs No Finding, official test split, DenseNet-121 at 224 px.
 
 Validation is carved from train_val by patient (15%). Pneumonia is ~1.7% of
 the training films (876 of ~51k Pneumonia+No Finding), so the classes are
 balanced by resampling the stream and AUC is the headline metric; the test
-split is 555 Pneumonia vs 9,861 No Finding (5.3% positive).
+split is 555 Pneumonia vs 9,861 No Finding (5.3% positive). The network is
+CheXNet's (its published pneumonia AUROC is 0.768); start it from ImageNet
+weights (README, "Pretrained weights"). The paper's CNN remains
+`jaxcxr/configs/paper.py`.
 
 Run:
   python run.py --mode=describe --config=jaxcxr/configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14
   python run.py --platform=gpu --config=jaxcxr/configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14 \
-      --workdir=runs/nih-gpu
+      --config.model.init_from=densenet121.safetensors --workdir=runs/nih-gpu
 """
 
-from jaxcxr.configs import default
+from jaxcxr.configs import densenet121
 
 
 def get_config():
-  config = default.get_config()
+  config = densenet121.get_config()
   config.data.dataset = "nih"
-  config.data.image_size = 224
   config.data.target = "Pneumonia"
   config.data.negatives = "no_finding"
-  config.model.widths = (32, 64, 128, 256, 256)
-  config.model.convs_per_block = 2
-  config.model.dense = (256,)
-  config.model.dropout = 0.5
   config.train.epochs = 10
   config.train.batch_size = 64
   config.train.eval_batch_size = 256

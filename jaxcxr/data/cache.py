@@ -21,19 +21,18 @@ import multiprocessing
 import os
 import pathlib
 import shutil
-import tempfile
 
 import numpy as np
 import pandas as pd
 
-from jaxcxr.data import images
+from jaxcxr.data import images, splits
 from jaxcxr.errors import UserError
-from jaxcxr.fsutil import atomic_write_text
+from jaxcxr.fsutil import atomic_write_text, building_folder
 from jaxcxr.progress import Progress
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: manifests name their targets
 BAD_IMAGE_POLICIES = ("error", "skip")
 # Below this many images a process pool costs more to start than it saves.
 MIN_IMAGES_FOR_POOL = 256
@@ -95,23 +94,35 @@ class CachedSplit:
   """One split, ready to train on: films stay on disk and are read as needed."""
   name: str
   images: FilmFile | np.ndarray  # (N, S, S) uint8
-  labels: np.ndarray             # (N,) int32, 1 = positive finding
+  labels: np.ndarray             # (N,) int32, 1 = positive finding; (N, K) for the K `targets` of a multi-label task
   image_ids: list[str]
   patient_ids: list[str]
   skipped: int = 0
+  targets: tuple[str, ...] = ()  # the findings of a multi-label task, one per label column; () for one target
 
   def __len__(self) -> int:
     return len(self.labels)
 
   @property
+  def outputs(self) -> int:
+    """Logits a model gives each film: one per target."""
+    return max(len(self.targets), 1)
+
+  @property
   def num_positive(self) -> int:
-    return int(self.labels.sum())
+    """Films positive for the target (for any of the targets, when there are several)."""
+    return int(self.labels.reshape(len(self), -1).max(axis=1).sum())
+
+  def positives_per_target(self) -> dict[str, int]:
+    """Positive films of each target of a multi-label task."""
+    return {t: int(n) for t, n in zip(self.targets, self.labels.reshape(len(self), -1).sum(axis=0))}
 
 
-def source_fingerprint(examples: pd.DataFrame) -> str:
+def source_fingerprint(examples: pd.DataFrame, targets: tuple[str, ...] = ()) -> str:
   """Hashes what the cache was built from; a renamed, relabelled, edited or added file changes it."""
   h = hashlib.sha256()
-  for image_id, label, path in zip(examples["image_id"], examples["label"], examples["path"]):
+  labels = examples[splits.label_columns(targets)].astype(int).to_numpy().tolist()
+  for image_id, label, path in zip(examples["image_id"], labels, examples["path"]):
     try:
       st = os.stat(path) if isinstance(path, str) else None
     except OSError:
@@ -186,13 +197,14 @@ def _cache_folder(cache_dir: pathlib.Path, split: str, settings: dict) -> pathli
 
 
 class _Building:
-  """A temporary folder beside the cache that becomes the cache folder only by `commit`."""
+  """A temporary folder beside the cache that becomes the cache folder only by `commit`. Its name carries the
+  building process's id, so a later run can tell an abandoned build from one in progress."""
 
   def __init__(self, cache_dir: pathlib.Path, split: str):
     self.cache_dir = cache_dir
     try:
       cache_dir.mkdir(parents=True, exist_ok=True)
-      self.tmp = pathlib.Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{split}-building-"))
+      self.tmp = building_folder(cache_dir, split)
     except OSError as e:
       raise self._error(e) from e
 
@@ -209,27 +221,36 @@ class _Building:
       raise self._error(error) from error
 
   def commit(self, final: pathlib.Path, manifest: dict) -> None:
+    """Publishes the build as `final`, unless another process sharing the cache published the same key first:
+    its films are the same, and a folder another run may be reading is never replaced."""
     (self.tmp / "manifest.json").write_text(json.dumps(manifest))
-    shutil.rmtree(final, ignore_errors=True)
-    self.tmp.rename(final)
+    if (final / "manifest.json").is_file():
+      return
+    shutil.rmtree(final, ignore_errors=True)  # a folder without a manifest is no finished cache
+    try:
+      self.tmp.rename(final)
+    except OSError:
+      if not (final / "manifest.json").is_file():  # not a race lost to an equal build: a real failure
+        raise
 
 
-def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int, size: int) -> dict:
+def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int, size: int,
+              targets: tuple[str, ...]) -> dict:
+  labels = rows[splits.label_columns(targets)].astype(int).to_numpy()
   return {**settings, "split": split, "count": len(rows), "skipped": skipped, "shape": [len(rows), size, size],
-          "image_ids": rows["image_id"].astype(str).tolist(), "labels": rows["label"].astype(int).tolist(),
+          "image_ids": rows["image_id"].astype(str).tolist(),
+          "labels": (labels if targets else labels[:, 0]).tolist(), "targets": list(targets),
           "patient_ids": rows["patient_id"].astype(str).tolist()}
 
 
 def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, size: int, aspect: str,
-                  on_bad_image: str, workers: int | None = None, films: np.ndarray | None = None) -> CachedSplit:
+                  on_bad_image: str, workers: int | None = None, films: np.ndarray | None = None,
+                  targets: tuple[str, ...] = ()) -> CachedSplit:
   """Returns the cached split, building it first if no cache matches: from `films` where the reader
-  holds them decoded (one per row of `examples`), else by decoding each row's image file."""
-  if on_bad_image not in BAD_IMAGE_POLICIES:
-    raise UserError(f"data.on_bad_image={on_bad_image!r}; use one of {', '.join(BAD_IMAGE_POLICIES)}")
-  if aspect not in images.ASPECT_MODES:
-    raise UserError(f"data.aspect={aspect!r}; use one of {', '.join(images.ASPECT_MODES)}")
+  holds them decoded (one per row of `examples`), else by decoding each row's image file. `targets` names
+  the label columns of a multi-label task (`splits.Examples.targets`)."""
   settings = {"format": FORMAT_VERSION, "size": size, "aspect": aspect, "on_bad_image": on_bad_image,
-              "sources": source_fingerprint(examples)}
+              "sources": source_fingerprint(examples, targets)}
   final = _cache_folder(cache_dir, split, settings)
   if (final / "manifest.json").is_file():
     log.info("Reusing preprocessed cache %s", final)
@@ -245,7 +266,7 @@ def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, s
       _report_bad(errors, split, cache_dir, on_bad_image)
     bad = {i for i, _ in errors}
     kept = examples.iloc[[i for i in range(len(examples)) if i not in bad]]
-    build.commit(final, _manifest(settings, split, kept, len(bad), size))
+    build.commit(final, _manifest(settings, split, kept, len(bad), size, targets))
   return open_split(final)
 
 
@@ -253,4 +274,4 @@ def open_split(folder: pathlib.Path) -> CachedSplit:
   manifest = json.loads((folder / "manifest.json").read_text())
   films = FilmFile(folder / "images.u8", manifest["shape"])
   return CachedSplit(manifest["split"], films, np.asarray(manifest["labels"], np.int32),
-                     manifest["image_ids"], manifest["patient_ids"], manifest["skipped"])
+                     manifest["image_ids"], manifest["patient_ids"], manifest["skipped"], tuple(manifest["targets"]))

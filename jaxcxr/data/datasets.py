@@ -27,8 +27,6 @@ def cache_dir_for(data_cfg: ml_collections.ConfigDict, workdir: pathlib.Path) ->
 def resolve_source(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
                    cache_dir: pathlib.Path) -> pathlib.Path:
   """The dataset path: the user's `--data_dir`, or the embedded synthetic NIH-format default."""
-  if data_cfg.dataset not in DATASETS:
-    raise UserError(f"data.dataset={data_cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
   if data_dir:
     root = pathlib.Path(data_dir).expanduser()
     if not root.exists():
@@ -67,7 +65,7 @@ def load_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
   cache_dir = cache_dir_for(data_cfg, workdir)
   root = resolve_source(data_cfg, data_dir, cache_dir)
   examples = read(data_cfg, root)
-  selected = splits.select_examples(examples.table, views_of(data_cfg))
+  selected = splits.select_examples(examples.table, views_of(data_cfg), examples.targets)
   if len(selected) and selected["path"].isna().all():
     raise UserError(f"no image files found for the metadata in {root}: expected images/*.png or "
                     "images_001/images/*.png beside the CSV (NIH), or class folders (kermany)")
@@ -80,9 +78,11 @@ def load_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
                       "loosen the filters or check the split lists")
     split = cached[name] = cache.build_or_load(rows, name, cache_dir, data_cfg.image_size, data_cfg.aspect,
                                                data_cfg.on_bad_image, data_cfg.workers or None,
-                                               films=examples.films(name, rows))
+                                               films=examples.films(name, rows), targets=examples.targets)
     log.info("split %-5s %6d images, %5d positive (%.1f%%), %d skipped", name, len(split),
              split.num_positive, 100.0 * split.num_positive / len(split), split.skipped)
-    if split.num_positive in (0, len(split)):
-      log.warning("split %r has only one class: AUC is undefined on it", name)
+    one_class = [t for t, n in split.positives_per_target().items() if n in (0, len(split))]
+    if split.num_positive in (0, len(split)) or one_class:
+      log.warning("split %r has only one class%s: AUC is undefined on it", name,
+                  f" for {len(one_class)} finding(s) ({', '.join(one_class)})" if one_class else "")
   return cached

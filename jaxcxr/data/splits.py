@@ -22,9 +22,14 @@ class Examples:
   from; NaN where the file is missing). `decoded` holds each split's films for
   formats that store them decoded (MedMNIST's .npz), indexed by the table's
   `array_index`; it is empty where films are decoded from their files.
+
+  `targets` names the findings of a multi-label task: the table then has one
+  1/0 column per finding, named after it, and `label` is 1 for a film with any
+  finding. It is empty for one target, whose labels are `label`.
   """
   table: pd.DataFrame
   decoded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  targets: tuple[str, ...] = ()
 
   def films(self, split: str, rows: pd.DataFrame) -> np.ndarray | None:
     """The decoded films of `rows` of `split`, or None where they are read from their files."""
@@ -54,11 +59,17 @@ def check_patient_disjoint(table: pd.DataFrame) -> None:
                     f"{shared.index[0]}); the split lists leak patients, fix them or remove them")
 
 
-def select_examples(table: pd.DataFrame, views: Sequence[str] = ()) -> pd.DataFrame:
+def label_columns(targets: Sequence[str]) -> list[str]:
+  """The table columns a model learns: one per finding of a multi-label task, else `label`."""
+  return list(targets) or ["label"]
+
+
+def select_examples(table: pd.DataFrame, views: Sequence[str] = (), targets: Sequence[str] = ()) -> pd.DataFrame:
   """The rows a run trains and evaluates on: labelled by the policy, in a split, of a kept view."""
   keep = table["label"].notna() & table["split"].notna()
   if views:
     keep &= table["view"].isin(list(views))
   table = table[keep].copy()
-  table["label"] = table["label"].astype(np.int32)
+  for column in {"label", *targets}:
+    table[column] = table[column].astype(np.int32)
   return table.reset_index(drop=True)

@@ -13,13 +13,13 @@ import hashlib
 import json
 import pathlib
 import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from jaxcxr.data import nih
 from jaxcxr.errors import UserError
+from jaxcxr.fsutil import building_folder
 
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
           "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
@@ -130,15 +130,32 @@ def ensure_dataset(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path
   root = cache_dir / f"synthetic-nih-{spec.fingerprint()}"
   if (root / MARKER).is_file():
     return root
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(dir=cache_dir, prefix=".synthetic-tmp-"))
+  tmp = None
   try:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = building_folder(cache_dir, "synthetic")
     write_dataset(tmp / "data", spec)
-    shutil.rmtree(root, ignore_errors=True)
-    (tmp / "data").rename(root)
+    if not (root / MARKER).is_file():  # else another run sharing the cache generated the same films first
+      shutil.rmtree(root, ignore_errors=True)
+      (tmp / "data").rename(root)
   except OSError as e:
     raise UserError(f"could not write the synthetic dataset under {cache_dir} ({e.strerror or e}); "
                     "free disk space or pass a writable --workdir") from e
   finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp is not None:
+      shutil.rmtree(tmp, ignore_errors=True)
+  return root
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  try:
+    tmp = building_folder(cache_dir, "synthetic")
+    write_dataset(tmp / "data", spec)
+    if not (root / MARKER).is_file():  # else another run sharing the cache generated the same films first
+      shutil.rmtree(root, ignore_errors=True)
+      (tmp / "data").rename(root)
+  except OSError as e:
+    raise UserError(f"could not write the synthetic dataset under {cache_dir} ({e.strerror or e}); "
+                    "free disk space or pass a writable --workdir") from e
+  finally:
+    if "tmp" in locals():
+      shutil.rmtree(tmp, ignore_errors=True)
   return root

@@ -11,6 +11,7 @@ weights for them (`weights.py`), applied by the training code to a fresh state.
 
 import dataclasses
 import functools
+import pathlib
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -18,7 +19,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxcxr import conv
-from jaxcxr.errors import UserError
 from jaxcxr.models.classifier import Classifier
 from jaxcxr.models.densenet import DenseNetFeatures
 from jaxcxr.models.layers import max_pool_2x2, prepare_input
@@ -28,47 +28,86 @@ from jaxcxr.models.resnet import ResNetFeatures
 
 @dataclasses.dataclass(frozen=True)
 class Network:
-  """How to build one network from its own config keys (`keys`)."""
+  """How to build one network from its own config keys (`keys`), and which values it can be built from:
+  `sizes` are the keys that list positive layer counts or widths, `downsampling(fields)` the factor by which
+  it shrinks a film (an image smaller than that leaves it no pixels)."""
   build: Callable[..., nn.Module]
   keys: tuple[str, ...]
+  sizes: tuple[str, ...]
+  downsampling: Callable[[dict], int]
   takes_conv: bool = False  # receives the conv wing's module for `model.lowering`
 
 
-def _backbone(features: Callable[..., nn.Module], dtype, **fields) -> nn.Module:
+def _backbone(features: Callable[..., nn.Module], dtype, outputs: int, **fields) -> nn.Module:
   fields.pop("init_from")  # read by the training code, not part of the definition
-  return Classifier(features(dtype=dtype, **fields), dtype=dtype)
+  return Classifier(features(dtype=dtype, **fields), dtype=dtype, outputs=outputs)
 
 
+def _stem_and_stages(key: str) -> Callable[[dict], int]:
+  """The backbones' stride-4 stem, then a halving before every stage but the first."""
+  return lambda fields: 4 * 2 ** (len(fields[key]) - 1)
+
+
+_RESNET_KEYS = ("stage_sizes", "width", "init_from")
 MODELS = {
-    "paper_cnn": Network(PaperCNN, ("widths", "convs_per_block", "dense", "dropout", "lowering"), takes_conv=True),
+    "paper_cnn": Network(PaperCNN, ("widths", "convs_per_block", "dense", "dropout", "lowering"),
+                         ("widths", "convs_per_block", "dense"), lambda fields: 2 ** len(fields["widths"]),
+                         takes_conv=True),
     "resnet18": Network(functools.partial(_backbone, functools.partial(ResNetFeatures, block="basic")),
-                        ("stage_sizes", "width", "init_from")),
+                        _RESNET_KEYS, ("stage_sizes", "width"), _stem_and_stages("stage_sizes")),
     "resnet50": Network(functools.partial(_backbone, functools.partial(ResNetFeatures, block="bottleneck")),
-                        ("stage_sizes", "width", "init_from")),
+                        _RESNET_KEYS, ("stage_sizes", "width"), _stem_and_stages("stage_sizes")),
     "densenet121": Network(functools.partial(_backbone, DenseNetFeatures),
-                           ("block_sizes", "growth_rate", "init_features", "init_from")),
+                           ("block_sizes", "growth_rate", "init_features", "init_from"),
+                           ("block_sizes", "growth_rate", "init_features"), _stem_and_stages("block_sizes")),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 COMMON_KEYS = ("name", "dtype")
 
-__all__ = ["DTYPES", "MODELS", "PaperCNN", "create_model", "max_pool_2x2", "prepare_input"]
+__all__ = ["DTYPES", "MODELS", "PaperCNN", "config_problems", "create_model", "max_pool_2x2", "prepare_input"]
 
 
-def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu") -> tuple[nn.Module, str]:
-  """`cfg.name` built from its own `model.*` keys, and the convolution lowering it runs with on `platform`
-  (`model.lowering`, resolved by `jaxcxr.conv.resolve`; XLA's own for the backbones)."""
+def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str]:
+  """What stops `cfg` from building a network for films of `image_size` px, one phrase each (see
+  `jaxcxr.config`): an unknown name or dtype, another network's keys, impossible sizes, a missing weights file."""
   if cfg.name not in MODELS:
-    raise UserError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(MODELS)}")
-  if cfg.dtype not in DTYPES:
-    raise UserError(f"model.dtype={cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
+    return [f"model.name={cfg.name!r} must be one of {', '.join(MODELS)}"]
   network = MODELS[cfg.name]
   fields = {k: v for k, v in cfg.to_dict().items() if k not in COMMON_KEYS}
   foreign = sorted(set(fields) - set(network.keys))
   if foreign:
-    raise UserError(f"model.{', model.'.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not a key of "
-                    f"model.name={cfg.name} (its keys: {', '.join(network.keys)}); start from a config written for "
-                    f"{cfg.name} (jaxcxr/configs/) rather than overriding model.name")
-  fields["dtype"] = DTYPES[cfg.dtype]
+    return [f"model.{', model.'.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not a key of "
+            f"model.name={cfg.name} (its keys: {', '.join(network.keys)}); start from a config written for "
+            f"{cfg.name} (jaxcxr/configs/) rather than overriding model.name"]
+  found = [] if cfg.dtype in DTYPES else [f"model.dtype={cfg.dtype!r} must be one of {', '.join(DTYPES)}"]
+  for key in network.sizes:
+    value = fields[key]
+    counts = value if isinstance(value, (tuple, list)) else (value,)
+    if not counts or any(not isinstance(n, int) or n < 1 for n in counts):
+      found.append(f"model.{key}={value!r} must be {'positive whole numbers' if counts is value else 'at least 1'}")
+  if found:
+    return found
+  if "dropout" in fields and not 0.0 <= fields["dropout"] < 1.0:
+    found.append(f"model.dropout={fields['dropout']!r} must be in [0, 1)")
+  if "lowering" in fields and fields["lowering"] not in (*conv.LOWERINGS, conv.AUTO):
+    found.append(f"model.lowering={fields['lowering']!r} must be one of {', '.join((*conv.LOWERINGS, conv.AUTO))}")
+  if fields.get("init_from") and not pathlib.Path(fields["init_from"]).expanduser().is_file():
+    found.append(f"model.init_from={fields['init_from']!r} is not a file (write one with torchvision: README, "
+                 "\"Pretrained weights\")")
+  smallest = network.downsampling(fields)
+  if image_size < smallest:
+    found.append(f"data.image_size={image_size} is smaller than model.name={cfg.name}'s downsampling "
+                 f"({smallest}x, which would leave no pixels); use data.image_size >= {smallest} or fewer stages")
+  return found
+
+
+def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu", outputs: int = 1) -> tuple[nn.Module, str]:
+  """`cfg.name` built from its own `model.*` keys (checked by `config_problems`) with `outputs` logits per film
+  (one per target), and the convolution lowering it runs with on `platform` (`model.lowering`, resolved by
+  `jaxcxr.conv.resolve`; XLA's own for the backbones)."""
+  network = MODELS[cfg.name]
+  fields = {k: v for k, v in cfg.to_dict().items() if k not in COMMON_KEYS}
+  fields["dtype"], fields["outputs"] = DTYPES[cfg.dtype], outputs
   if not network.takes_conv:
     return network.build(**fields), conv.XLA
   lowering = conv.resolve(fields.pop("lowering", conv.AUTO), platform)

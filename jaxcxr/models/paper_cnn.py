@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcxr.models.classifier import logits_head
 from jaxcxr.models.layers import max_pool_2x2
 
 ModuleDef = Any
@@ -14,7 +15,7 @@ ModuleDef = Any
 
 class PaperCNN(nn.Module):
   """Blocks of 3x3 conv + ReLU, each block closed by 2x2 max-pooling, then a dense head with dropout
-  and one logit (sigmoid is applied in the loss).
+  and one logit per target (sigmoid is applied in the loss).
 
   `conv` builds each convolution (`flax.linen.Conv` or a drop-in with its
   parameters, such as `jaxcxr.conv.module(lowering)`), so how a convolution is
@@ -26,6 +27,7 @@ class PaperCNN(nn.Module):
   dropout: float = 0.5
   dtype: Any = jnp.float32
   conv: ModuleDef = nn.Conv
+  outputs: int = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -38,4 +40,4 @@ class PaperCNN(nn.Module):
     for d, units in enumerate(self.dense):
       x = nn.relu(nn.Dense(units, dtype=self.dtype, name=f"dense{d}")(x))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(1, dtype=jnp.float32, name="head")(x)[:, 0].astype(jnp.float32)
+    return logits_head(x, self.outputs)

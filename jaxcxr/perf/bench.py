@@ -32,6 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxcxr import augment, conv, devices, hostmem, models, reporting, train_step
+from jaxcxr import config as config_lib
 from jaxcxr.errors import UserError
 from jaxcxr.optim import create_optimizer
 from jaxcxr.perf.flops import step_flops
@@ -43,8 +44,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", str(pathlib.Path(__file__).parents[1] / "configs" / "bench_step.py"),
     "Config whose model, optimizer, image size and batch size are benchmarked.")
 _PLATFORM = flags.DEFINE_enum("platform", devices.CPU, list(devices.PLATFORMS), "Device.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).", lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.", lower_bound=0)
 _TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch twin, alternating step by step.")
 _LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three passes in every lowering.")
 _RETAIN = flags.DEFINE_bool("retain_host_memory", True, "On CPU, keep freed host memory mapped (as training "
@@ -141,7 +142,8 @@ def main(argv):
 
 def _run():
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
-  config = _CONFIG.value
+  config = config_lib.from_flag(_CONFIG)
+  config_lib.validate(config)
   network = models.MODELS.get(config.model.name)  # an unknown name is create_model's to refuse
   if _LAYERS.value and network and not network.takes_conv:
     raise UserError(f"--layers times each convolution in every lowering, which only paper_cnn has; "

@@ -19,6 +19,7 @@ import pathlib
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -27,15 +28,18 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
+from jaxcxr import config as config_lib
 from jaxcxr import devices, input_pipeline, reporting
 from jaxcxr.data import cache, images, nih, splits, synthetic
+from jaxcxr.errors import UserError
 from jaxcxr.perf import runs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(pathlib.Path(__file__).parents[1] / "configs" / "bench_data.py"),
     "Config whose image size, batch size, augmentation and training run are measured.")
-_IMAGES = flags.DEFINE_integer("images", 1200, "1024x1024 PNGs to preprocess (enough to amortise worker start-up).")
-_BATCHES = flags.DEFINE_integer("batches", 200, "Batches timed for the loader.")
+_IMAGES = flags.DEFINE_integer("images", 1200, "1024x1024 PNGs to preprocess (enough to amortise worker start-up).",
+                               lower_bound=1)
+_BATCHES = flags.DEFINE_integer("batches", 200, "Batches timed for the loader.", lower_bound=1)
 _TRAIN_SIZES = flags.DEFINE_list("train_sizes", ["160", "480"], "Dataset sizes of the two training runs.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Scratch folder (default: a temporary one, removed).")
@@ -126,7 +130,11 @@ def bench_training(root: pathlib.Path, workdir: pathlib.Path) -> dict:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  try:
+    config = config_lib.from_flag(_CONFIG)
+    config_lib.validate(config)
+  except UserError as e:
+    sys.exit(f"error: {e}")
   size = config.data.image_size
   scratch = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="jaxcxr-bench-"))
   try:

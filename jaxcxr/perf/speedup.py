@@ -32,6 +32,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxcxr import config as config_lib
 from jaxcxr.errors import UserError
 from jaxcxr.fsutil import atomic_write_json, atomic_write_text
 from jaxcxr.perf import plots, runs
@@ -197,6 +198,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   out = pathlib.Path(_OUT.value)
   try:
+    config_lib.validate(config_lib.from_flag(_CONFIG))
     claim_workdirs(out, [p for p in _PLATFORMS.value if p in PLATFORMS])
   except UserError as e:
     sys.exit(f"error: {e}")

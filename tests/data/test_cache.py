@@ -86,8 +86,3 @@ def test_parallel_build_matches_serial(tmp_path, monkeypatch):
   monkeypatch.setattr(cache, "MIN_IMAGES_FOR_POOL", 1)
   parallel = _build(examples, tmp_path / "b", workers=2)
   np.testing.assert_array_equal(serial.images, parallel.images)
-
-
-def test_unknown_policy_is_a_user_error(tmp_path):
-  with pytest.raises(UserError, match="on_bad_image='ignore'"):
-    _build(_examples(tmp_path / "img"), tmp_path / "cache", on_bad_image="ignore")

@@ -10,7 +10,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from jaxcxr import models
-from jaxcxr.configs import default, densenet121, resnet18, resnet50, tiny
+from jaxcxr.configs import densenet121, resnet18, resnet50, tiny
 from jaxcxr.errors import UserError
 from jaxcxr.models import weights
 
@@ -95,15 +95,6 @@ def test_a_missing_or_unreadable_file_is_one_line(tmp_path):
   (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
   with pytest.raises(UserError, match="is not a readable .safetensors file"):
     weights.load_backbone(tmp_path / "bad.safetensors", variables)
-
-
-def test_a_key_of_another_network_is_refused():
-  cfg = default.get_config().model
-  cfg.name = "resnet18"
-  with pytest.raises(UserError, match=r"model.convs_per_block, model.dense, model.dropout, model.lowering, "
-                                      r"model.widths are not a key of model.name=resnet18 \(its keys: "
-                                      r"stage_sizes, width, init_from\)"):
-    models.create_model(cfg)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

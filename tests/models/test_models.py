@@ -1,11 +1,8 @@
 import jax
 import jax.numpy as jnp
-import ml_collections
-import pytest
 
 from jaxcxr import models
 from jaxcxr.configs import default, paper
-from jaxcxr.errors import UserError
 
 
 def _param_count(model, size):
@@ -43,9 +40,3 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   variables = model.init(jax.random.key(0), x, train=False)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   assert model.apply(variables, x, train=False).dtype == jnp.float32
-
-
-def test_unknown_model_name_is_a_user_error():
-  cfg = ml_collections.ConfigDict(dict(name="resnet9000", dtype="float32"))
-  with pytest.raises(UserError, match="model.name='resnet9000' is unknown"):
-    models.create_model(cfg)

@@ -1,0 +1,129 @@
+"""Faults around a run's folder: a second run on it, damaged or half-written checkpoints, a failing disk."""
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxcxr import checkpoints, fsutil
+from jaxcxr.errors import UserError
+from tests.test_run import _run as run_command
+from tests.test_train import Killed, _assert_same_state, _final_state, _learning, _run
+
+HOLD = textwrap.dedent("""
+    import pathlib, sys, time
+    from jaxcxr import fsutil
+    with fsutil.exclusive(pathlib.Path(sys.argv[1]), "--workdir"):
+      print("held", flush=True)
+      time.sleep(600)
+""")
+
+
+def _holder(folder):
+  process = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+  assert process.stdout.readline().strip() == "held"
+  return process
+
+
+def test_a_second_run_on_a_busy_workdir_stops_at_once_and_touches_nothing(tmp_path):
+  holder = _holder(tmp_path)
+  try:
+    result = run_command("--config=jaxcxr/configs/tiny.py", f"--workdir={tmp_path}")
+  finally:
+    holder.kill()
+    holder.wait()
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: another run is using --workdir {tmp_path} (process {holder.pid}); wait for it to finish, or pass "
+      "another --workdir")
+  assert sorted(p.name for p in tmp_path.iterdir()) == [fsutil.LOCK_FILE]
+
+
+def test_the_lock_dies_with_a_killed_run(tmp_path):
+  holder = _holder(tmp_path)
+  os.kill(holder.pid, signal.SIGKILL)
+  holder.wait()
+  with fsutil.exclusive(tmp_path, "--workdir"):  # free at once: nothing stale to clean up
+    with pytest.raises(UserError, match="another run is using --workdir"):
+      with fsutil.exclusive(tmp_path, "--workdir"):
+        pass
+
+
+def _damage_newest_checkpoint(workdir):
+  step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  largest = max((p for p in (workdir / "checkpoints" / str(step) / "state").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  data = bytearray(largest.read_bytes())
+  for i in range(len(data) // 2, len(data) // 2 + 8):
+    data[i] ^= 0xFF
+  largest.write_bytes(bytes(data))
+  return step
+
+
+def test_flipped_bytes_in_the_newest_checkpoint_are_caught_and_the_previous_one_used(straight, tiny_config,
+                                                                                     tmp_path, caplog):
+  ref_dir, ref = straight
+  tiny_config.train.epochs = 1
+  _run(tiny_config, tmp_path)
+  damaged = _damage_newest_checkpoint(tmp_path)
+  tiny_config.train.epochs = 2
+  resumed = _run(tiny_config, tmp_path)
+  assert f"checkpoint at step {damaged}" in caplog.text and "changed on disk since it was written" in caplog.text
+  assert _learning(resumed["epochs"]) == _learning(ref["epochs"]) and resumed["test"] == ref["test"]
+  _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
+
+
+def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(straight, tiny_config, tmp_path,
+                                                                      monkeypatch, caplog):
+  """Killed after orbax finished the step-8 folder but before its checksums were recorded."""
+  caplog.set_level(logging.INFO, logger="jaxcxr")
+  ref_dir, ref = straight
+  original = checkpoints.atomic_write_json
+
+  def die_at_step_8(path, obj):
+    if path.name == "8.sha256":
+      raise Killed
+    original(path, obj)
+
+  monkeypatch.setattr(checkpoints, "atomic_write_json", die_at_step_8)
+  with pytest.raises(Killed):
+    _run(tiny_config, tmp_path)
+  monkeypatch.undo()
+  resumed = _run(tiny_config, tmp_path)
+  assert "checkpoint at step 8" in caplog.text and "no checksum record" in caplog.text
+  assert "Resuming from the checkpoint at step 5" in caplog.text
+  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
+
+
+def test_a_failing_checkpoint_write_is_one_line_and_leaves_no_partial_folder(tiny_config, tmp_path, monkeypatch):
+  original = ocp.CheckpointManager.save
+
+  def disk_full_at_step_8(self, step, *args, **kwargs):
+    if step == 8:
+      (pathlib_step := self.directory / f"{step}.orbax-checkpoint-tmp-1").mkdir()
+      (pathlib_step / "partial").write_bytes(b"x")
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return original(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_at_step_8)
+  with pytest.raises(UserError) as error:
+    _run(tiny_config, tmp_path)
+  message = str(error.value)
+  assert "\n" not in message and "could not write the checkpoint of step 8" in message
+  assert "No space left on device" in message and "the checkpoint of step 5 is kept" in message
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["5", "5.sha256"]
+
+
+def test_the_same_command_after_a_failed_save_resumes_exactly(straight, tiny_config, tmp_path, monkeypatch):
+  ref_dir, ref = straight
+  test_a_failing_checkpoint_write_is_one_line_and_leaves_no_partial_folder(tiny_config, tmp_path, monkeypatch)
+  monkeypatch.undo()
+  resumed = _run(tiny_config, tmp_path)
+  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
+  _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])

@@ -1,0 +1,58 @@
+"""Faults around the preprocessed cache and the synthetic data: killed builds, and runs that share a cache."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from jaxcxr import fsutil
+from jaxcxr.configs import tiny
+from jaxcxr.data import cache, nih, synthetic
+
+
+def _dead_pid() -> int:
+  process = subprocess.Popen([sys.executable, "-c", "pass"])
+  process.wait()
+  return process.pid
+
+
+def test_a_killed_builds_folder_is_removed_by_the_next_build_and_a_live_one_kept(tmp_path):
+  dead = tmp_path / f".train-building-{_dead_pid()}-abc"
+  live = tmp_path / f".train-building-{os.getppid()}-def"  # the parent of this process is alive
+  for folder in (dead, live):
+    folder.mkdir()
+    (folder / "images.u8").write_bytes(b"half")
+  mine = fsutil.building_folder(tmp_path, "val")
+  assert not dead.exists() and live.exists() and mine.name.startswith(f".val-building-{os.getpid()}-")
+
+
+def test_a_build_that_loses_the_race_to_an_equal_build_keeps_the_published_one(tmp_path, tiny_nih):
+  table = nih.load_examples(tiny_nih, "Pneumonia", "no_finding", (), 0.15, 0.2, 0)
+  rows = table[table["split"] == "val"]
+  first = cache.build_or_load(rows, "val", tmp_path, 32, "pad", "error", 1)
+  folder = next(tmp_path.glob("val-*"))
+  before = (folder / "images.u8").stat().st_ino
+  # A second process that started building before the first published: its commit must not replace it.
+  with cache._Building(tmp_path, "val") as build:  # pylint: disable=protected-access
+    (build.tmp / "images.u8").write_bytes(bytes(first.images.shape[0] * 32 * 32))
+    build.commit(folder, {"split": "val"})
+  assert (folder / "images.u8").stat().st_ino == before
+  np.testing.assert_array_equal(cache.open_split(folder).images[:], first.images[:])
+  assert not list(tmp_path.glob(".val-building-*"))
+
+
+def test_synthetic_generation_keeps_a_dataset_another_run_published_meanwhile(tmp_path, monkeypatch):
+  spec = synthetic.SyntheticSpec(**tiny.get_config().data.synthetic.to_dict())
+  root = tmp_path / f"synthetic-nih-{spec.fingerprint()}"
+  write, published = synthetic.write_dataset, {}
+
+  def another_run_publishes_meanwhile(folder, spec_):
+    write(root, spec_)  # the other run's dataset, complete while this one is still writing its own
+    published["inode"] = (root / synthetic.MARKER).stat().st_ino
+    write(folder, spec_)
+
+  monkeypatch.setattr(synthetic, "write_dataset", another_run_publishes_meanwhile)
+  assert synthetic.ensure_dataset(tmp_path, spec) == root
+  assert (root / synthetic.MARKER).stat().st_ino == published["inode"]
+  assert not list(tmp_path.glob(".synthetic-building-*"))
