@@ -134,23 +134,24 @@ def source_fingerprint(examples: pd.DataFrame, targets: tuple[str, ...] = ()) ->
 
 def _decode_chunk(args):
   """Worker: decodes one chunk of paths; returns the stacked films and the per-file errors."""
-  paths, size, aspect = args
+  names, paths, size, aspect = args
   out = np.zeros((len(paths), size, size), np.uint8)
   errors = []
-  for i, path in enumerate(paths):
+  for i, (name, path) in enumerate(zip(names, paths)):
     try:
       if not isinstance(path, str):
-        raise images.BadImageError("listed in the metadata but not found on disk")
+        raise images.BadImageError(f"{name}: listed in the metadata but not found on disk")
       out[i] = images.load_film(path, size, aspect)
     except images.BadImageError as e:
       errors.append((i, str(e)))
   return out, errors
 
 
-def _decode_all(paths: list, size: int, aspect: str, out, desc: str, workers: int) -> list[tuple[int, str]]:
+def _decode_all(names: list, paths: list, size: int, aspect: str, out, desc: str,
+                workers: int) -> list[tuple[int, str]]:
   """Decodes every path in order, in parallel over `workers` processes, appending the good films
   to the binary file `out`; returns (index, message) for each film that could not be decoded."""
-  chunks = [(paths[i:i + CHUNK], size, aspect) for i in range(0, len(paths), CHUNK)]
+  chunks = [(names[i:i + CHUNK], paths[i:i + CHUNK], size, aspect) for i in range(0, len(paths), CHUNK)]
   errors = []
   with Progress(len(paths), desc, unit="img") as bar:
     if workers > 1 and len(paths) >= MIN_IMAGES_FOR_POOL:
@@ -180,14 +181,22 @@ def _resize_all(films: np.ndarray, size: int, aspect: str, out, desc: str) -> li
   return []
 
 
+class BadImages(UserError):
+  """A split holds films that cannot be used, under `data.on_bad_image=error`; all are listed in `listing`."""
+
+  def __init__(self, split: str, count: int, first: str, listing: pathlib.Path):
+    super().__init__(f"{count} unreadable image(s) in split {split!r} (first: {first}; all listed in {listing}); "
+                     "fix or remove them, or pass --config.data.on_bad_image=skip")
+    self.split, self.count, self.first, self.listing = split, count, first, listing
+
+
 def _report_bad(errors: list[tuple[int, str]], split: str, cache_dir: pathlib.Path, policy: str) -> None:
   listing = cache_dir / f"bad-images-{split}.txt"
   atomic_write_text(listing, "".join(msg + "\n" for _, msg in errors))
   for _, msg in errors:
     log.warning("bad image: %s", msg)
   if policy == "error":
-    raise UserError(f"{len(errors)} unreadable image(s) in split {split!r} (first: {errors[0][1]}; all "
-                    f"listed in {listing}); fix or remove them, or pass --config.data.on_bad_image=skip")
+    raise BadImages(split, len(errors), errors[0][1], listing)
   log.warning("skipping %d unreadable image(s) in split %r (listed in %s)", len(errors), split, listing)
 
 
@@ -258,7 +267,8 @@ def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, s
   with _Building(cache_dir, split) as build:
     with open(build.tmp / "images.u8", "wb") as out:
       if films is None:
-        errors = _decode_all(list(examples["path"]), size, aspect, out, f"preprocessing {split}",
+        errors = _decode_all(list(examples["image_id"]), list(examples["path"]), size, aspect, out,
+                             f"preprocessing {split}",
                              workers or os.cpu_count() or 1)
       else:
         errors = _resize_all(films, size, aspect, out, f"resizing {split}")

@@ -50,9 +50,10 @@ def _readable(path: pathlib.Path) -> bool:
     return False
 
 
-def read(data_cfg: ml_collections.ConfigDict, root: pathlib.Path) -> splits.Examples:
-  """Every example of the dataset at `root`, as `data.dataset`'s reader returns it."""
-  return READERS[data_cfg.dataset](data_cfg, root)
+def read(data_cfg: ml_collections.ConfigDict, root: pathlib.Path, check_leaks: bool = True) -> splits.Examples:
+  """Every example of the dataset at `root`, as `data.dataset`'s reader returns it; a patient in two splits
+  stops it unless `check_leaks` is off (for `describe`, which counts them)."""
+  return READERS[data_cfg.dataset](data_cfg, root, check_leaks)
 
 
 def views_of(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -69,20 +70,36 @@ def load_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
   if len(selected) and selected["path"].isna().all():
     raise UserError(f"no image files found for the metadata in {root}: expected images/*.png or "
                     "images_001/images/*.png beside the CSV (NIH), or class folders (kermany)")
-  cached = {}
+  cached, bad = {}, []
   for name in splits.SPLITS:
     rows = selected[selected["split"] == name]
     if rows.empty:
       raise UserError(f"split {name!r} is empty after applying data.target={data_cfg.target!r}, "
                       f"data.negatives={data_cfg.negatives!r}, data.views={data_cfg.views!r}; "
                       "loosen the filters or check the split lists")
-    split = cached[name] = cache.build_or_load(rows, name, cache_dir, data_cfg.image_size, data_cfg.aspect,
-                                               data_cfg.on_bad_image, data_cfg.workers or None,
-                                               films=examples.films(name, rows), targets=examples.targets)
+    try:
+      split = cached[name] = cache.build_or_load(rows, name, cache_dir, data_cfg.image_size, data_cfg.aspect,
+                                                 data_cfg.on_bad_image, data_cfg.workers or None,
+                                                 films=examples.films(name, rows), targets=examples.targets)
+    except cache.BadImages as e:  # go on, so one run lists the bad films of every split
+      bad.append(e)
+      continue
     log.info("split %-5s %6d images, %5d positive (%.1f%%), %d skipped", name, len(split),
              split.num_positive, 100.0 * split.num_positive / len(split), split.skipped)
     one_class = [t for t, n in split.positives_per_target().items() if n in (0, len(split))]
     if split.num_positive in (0, len(split)) or one_class:
       log.warning("split %r has only one class%s: AUC is undefined on it", name,
                   f" for {len(one_class)} finding(s) ({', '.join(one_class)})" if one_class else "")
+  if len(bad) == 1:
+    raise bad[0]
+  if bad:
+    raise UserError(f"{sum(e.count for e in bad)} unreadable image(s): "
+                    f"{', '.join(f'{e.count} in {e.split}' for e in bad)} (first: {bad[0].first}; all listed in "
+                    f"{', '.join(str(e.listing) for e in bad)}); fix or remove them, or pass "
+                    "--config.data.on_bad_image=skip")
+  train = cached["train"]
+  if not train.targets and train.num_positive in (0, len(train)):
+    raise UserError(f"the training split holds {'no' if train.num_positive == 0 else 'only'} positive films "
+                    f"({len(train)} films after data.target={data_cfg.target!r}, data.negatives="
+                    f"{data_cfg.negatives!r}), so there is nothing to learn; check the labels or the target")
   return cached

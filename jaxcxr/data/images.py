@@ -16,6 +16,10 @@ ASPECT_MODES = ("pad", "crop")
 # A 1024x1024 film has 1M pixels and the largest Kermany JPEG ~8M; anything
 # past this is treated as a decompression bomb, not silently decoded.
 MAX_PIXELS = 64_000_000
+# A chest film is roughly square and hundreds of pixels a side; a file far from that is not one (a thumbnail,
+# an icon, a strip cut from a film) and would train on noise. MedMNIST's 28 px films arrive decoded, not here.
+MIN_SIDE = 16
+MAX_ASPECT = 4.0
 
 
 class BadImageError(Exception):
@@ -59,6 +63,10 @@ def load_film(path: str | os.PathLike, size: int, aspect: str = "pad") -> np.nda
         if img.width * img.height > MAX_PIXELS:
           raise BadImageError(f"{path}: {img.width}x{img.height} pixels exceeds the "
                               f"{MAX_PIXELS:,}-pixel limit (decompression bomb?)")
+        short, long = sorted(img.size)
+        if short < MIN_SIDE or long > MAX_ASPECT * short:
+          raise BadImageError(f"{path}: {img.width}x{img.height} pixels is not a chest film (each side at least "
+                              f"{MIN_SIDE} px, the longer at most {MAX_ASPECT:g}x the shorter)")
         if img.format == "JPEG":
           img.draft("L", (size, size))
         img.load()

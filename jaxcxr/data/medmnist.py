@@ -8,6 +8,7 @@ Every row's `path` is the .npz itself, so the cache's fingerprint follows the fi
 """
 
 import pathlib
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -32,10 +33,13 @@ def find_npz(path: pathlib.Path) -> pathlib.Path:
 def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{split: (images uint8 (N, S, S), labels int32 (N,))}, validated."""
   try:
-    with np.load(path, allow_pickle=False) as npz:
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+      raise ValueError("it holds one array (.npy), not MedMNIST's named arrays")
+    with loaded as npz:
       contents = {k: npz[k] for k in npz.files}
-  except (OSError, ValueError) as e:
-    raise UserError(f"{path} is not a readable .npz file ({e})") from e
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise UserError(f"{path} is not a readable .npz file ({e}); pass a MedMNIST .npz as downloaded") from e
   splits = {}
   for split in SPLIT_KEYS:
     keys = (f"{split}_images", f"{split}_labels")
@@ -44,6 +48,9 @@ def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
       raise UserError(f"{path} lacks {', '.join(missing)}; expected a MedMNIST file with "
                       "train/val/test _images and _labels")
     images, labels = contents[keys[0]], contents[keys[1]].reshape(-1)
+    if images.dtype != np.uint8:  # before any conversion, which would destroy float or 16-bit pixels
+      raise UserError(f"{path}: {keys[0]} holds {images.dtype} pixels; MedMNIST films are uint8 (0-255), so this "
+                      "file was written by another tool: convert it to uint8 first")
     if images.ndim == 4 and images.shape[-1] in (1, 3):
       images = images.mean(axis=-1).round().astype(np.uint8)  # grayscale or RGB MedMNIST variants
     if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
@@ -55,9 +62,9 @@ def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   return splits
 
 
-def read(data_cfg, root: pathlib.Path) -> Examples:
+def read(data_cfg, root: pathlib.Path, check_leaks: bool = True) -> Examples:
   """The reader `data.dataset=medmnist` names: the .npz at (or in) `root`, its films already decoded."""
-  del data_cfg  # the file fixes labels and splits
+  del data_cfg, check_leaks  # the file fixes labels and splits, and every film is its own patient
   path = find_npz(root)
   arrays = read_npz(path)
   frames = [pd.DataFrame({"image_id": [f"{s}-{i}" for i in range(len(y))], "label": y.astype(float),

@@ -7,6 +7,7 @@ split lists (which may lack a final newline) and the absence of an official
 validation split, which is carved from train_val by patient.
 """
 
+import logging
 import os
 import pathlib
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ CHEXNET_AUROC = {"Atelectasis": 0.8094, "Cardiomegaly": 0.9248, "Consolidation":
                  "Infiltration": 0.7345, "Mass": 0.8676, "Nodule": 0.7802, "Pleural_Thickening": 0.8062,
                  "Pneumonia": 0.7680, "Pneumothorax": 0.8887}
 CHEXNET_MEAN_AUROC = 0.8414
+log = logging.getLogger(__name__)
 REQUIRED_COLUMNS = {"Image Index": "image_id", "Finding Labels": "labels",
                     "Patient ID": "patient_id", "View Position": "view"}
 
@@ -60,9 +62,16 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
   if missing:
     raise UserError(f"{csv_path} lacks column(s) {', '.join(map(repr, missing))}; expected the NIH "
                     f"header starting 'Image Index,Finding Labels,Follow-up #,Patient ID'")
-  table = pd.read_csv(csv_path, usecols=list(REQUIRED_COLUMNS),
-                      dtype={"Image Index": str, "Finding Labels": str, "View Position": str,
-                             "Patient ID": str})
+  try:
+    table = pd.read_csv(csv_path, usecols=list(REQUIRED_COLUMNS),
+                        dtype={"Image Index": str, "Finding Labels": str, "View Position": str,
+                               "Patient ID": str})
+  except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    raise UserError(f"{csv_path} is not a readable UTF-8 CSV ({str(e).splitlines()[0][:120]}); use the release's "
+                    "Data_Entry_2017 file, or save yours as UTF-8") from e
+  if table.empty:
+    raise UserError(f"{csv_path} has its header but no rows: the CSV is empty; use the release's Data_Entry_2017 "
+                    "file")
   table = table.rename(columns=REQUIRED_COLUMNS)
   if table["image_id"].isna().any() or table["labels"].isna().any():
     raise UserError(f"{csv_path} has rows without an Image Index or Finding Labels; the file is damaged")
@@ -70,6 +79,13 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
     dup = table.loc[table["image_id"].duplicated(), "image_id"].iloc[0]
     raise UserError(f"{csv_path} lists image {dup} twice; the file is damaged")
   table["patient_id"] = table["patient_id"].str.strip()
+  unknown = finding_sets(table["labels"]).map(lambda s: s - {NO_FINDING, *FINDINGS})
+  odd = unknown[unknown.map(bool)]
+  if len(odd):
+    names = sorted(set().union(*odd))
+    log.warning("%s: %d row(s) name labels that are not NIH findings (%s); they count as no finding, and a row "
+                "with only such labels is neither positive nor 'No Finding'", csv_path, len(odd),
+                ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
   return table
 
 
@@ -86,6 +102,9 @@ def index_images(data_dir: pathlib.Path) -> dict[str, str]:
     with os.scandir(d) as entries:
       for entry in entries:
         if entry.name.endswith(".png"):
+          if entry.name in index:
+            raise UserError(f"image {entry.name} is in two folders ({index[entry.name]} and {entry.path}); the "
+                            "metadata names each film once, so remove the copy that does not belong")
           index[entry.name] = entry.path
   return index
 
@@ -124,8 +143,13 @@ def assign_splits(table: pd.DataFrame, data_dir: pathlib.Path, val_fraction: flo
   lists = {k: data_dir / v for k, v in SPLIT_LISTS.items()}
   split = pd.Series(None, index=table.index, dtype=object)
   if all(p.is_file() for p in lists.values()):
+    listed = {name: set(read_name_list(path)) for name, path in lists.items()}
+    both = listed["train_val"] & listed["test"]
+    if both:
+      raise UserError(f"{len(both)} image(s) are in both {SPLIT_LISTS['train_val']} and {SPLIT_LISTS['test']}, e.g. "
+                      f"{sorted(both)[0]}; a film belongs to one split, so fix the lists")
     for name, path in lists.items():
-      names = read_name_list(path)
+      names = listed[name]
       unknown = set(names).difference(table["image_id"])
       if unknown:
         raise UserError(f"{path} names {len(unknown)} image(s) absent from the metadata, e.g. "
@@ -147,7 +171,7 @@ def assign_splits(table: pd.DataFrame, data_dir: pathlib.Path, val_fraction: flo
 
 
 def read_release(data_dir: pathlib.Path, target: str, negatives: str, val_fraction: float,
-                 test_fraction: float, seed: int) -> pd.DataFrame:
+                 test_fraction: float, seed: int, check_leaks: bool = True) -> pd.DataFrame:
   """Every metadata row with its split, binary label (NaN where the policy excludes it) and path.
 
   Columns: image_id, labels, patient_id, view, split, official_split (train_val
@@ -156,7 +180,8 @@ def read_release(data_dir: pathlib.Path, target: str, negatives: str, val_fracti
   """
   table = read_metadata(find_metadata(data_dir))
   table["split"] = assign_splits(table, data_dir, val_fraction, test_fraction, seed)
-  check_patient_disjoint(table)
+  if check_leaks:
+    check_patient_disjoint(table)
   table["official_split"] = table["split"].replace({"train": "train_val", "val": "train_val"}) \
       if all((data_dir / v).is_file() for v in SPLIT_LISTS.values()) else table["split"]
   if target == ALL_FINDINGS:  # every film counts, No Finding as 0 for each finding
@@ -177,7 +202,8 @@ def load_examples(data_dir: pathlib.Path, target: str, negatives: str, views: Se
                          targets_of(target))
 
 
-def read(data_cfg, root: pathlib.Path) -> Examples:
+def read(data_cfg, root: pathlib.Path, check_leaks: bool = True) -> Examples:
   """The reader `data.dataset=nih` names: `read_release` with the config's label and split settings."""
   return Examples(read_release(root, data_cfg.target, data_cfg.negatives, data_cfg.val_fraction,
-                               data_cfg.test_fraction, data_cfg.split_seed), targets=targets_of(data_cfg.target))
+                               data_cfg.test_fraction, data_cfg.split_seed, check_leaks),
+                  targets=targets_of(data_cfg.target))

@@ -125,6 +125,7 @@ def test_view_filter(tmp_path):
 def test_leakage_guard_names_a_shared_patient(tmp_path):
   root = write_release(tmp_path)
   (root / "test_list.txt").write_text("00000001_001.png\n00000007_000.png\n")  # patient 1 in both
+  (root / "train_val_list.txt").write_text("\n".join(n for n, *_ in ROWS[:6] if n != "00000001_001.png"))
   with pytest.raises(UserError, match="patient.*more than one split.*patient 1"):
     nih.load_examples(root, "Pneumonia", "no_finding", (), 0.4, 0.2, 0)
 
