@@ -36,6 +36,8 @@ class Checkpointer:
     self.directory = directory
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=True,
+        # A save killed mid-write leaves orbax's temporary folder; the workdir lock makes this run its only user.
+        cleanup_tmp_directories=True,
         # Synchronous: the state's buffers are donated to the next step right after a save.
         enable_async_checkpointing=False)
     self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
@@ -84,7 +86,8 @@ class Checkpointer:
                      if meta["signature"].get(k) != self.signature.get(k))
       raise UserError(f"the checkpoint in {self.directory} was written by a run with other settings "
                       f"(differs in {', '.join(diffs)}), and resuming would mix the two runs; use a new --workdir, "
-                      "or delete the checkpoints to start over")
+                      "or delete the checkpoints to start over (raising train.epochs alone continues a run, except "
+                      "under train.schedule=warmup_cosine, which spans the whole run)")
     return meta
 
   def restore(self, abstract_state: Any) -> tuple[Any, dict, list[dict]] | None:
@@ -111,7 +114,8 @@ class Checkpointer:
       log.info("Resuming from the checkpoint at step %d in %s", step, self.directory)
       return restored["state"], restored["data"], meta["history"]
     if steps:
-      log.warning("no usable checkpoint is left in %s: training starts over", self.directory)
+      raise UserError(f"no usable checkpoint is left in {self.directory} (each was damaged, see above); delete "
+                      "that folder to start the run over")
     return None
 
   def close(self) -> None:

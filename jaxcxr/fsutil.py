@@ -3,6 +3,7 @@ process per run folder."""
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import pathlib
@@ -18,7 +19,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Writes `data` to a temporary file beside `path`, fsyncs it, then renames it over `path`."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  _remove_abandoned(path.parent, f".{path.name}.*.tmp", f".{path.name}.")
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
@@ -86,12 +88,18 @@ def _alive(pid: int) -> bool:
   return True
 
 
+def _remove_abandoned(parent: pathlib.Path, pattern: str, marker: str) -> None:
+  """Deletes the temporaries in `parent` matching `pattern`, whose names carry their process id right after
+  `marker`, of processes that no longer exist (killed between creating and renaming one); those of live
+  processes, perhaps another run's in a shared folder, are left alone."""
+  for stale in parent.glob(pattern):
+    pid = "".join(itertools.takewhile(str.isdigit, stale.name.split(marker, 1)[1]))
+    if pid and int(pid) != os.getpid() and not _alive(int(pid)):
+      shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 def building_folder(parent: pathlib.Path, label: str) -> pathlib.Path:
   """A new private folder in `parent` to build something in before renaming it into place, named
-  `.<label>-building-<pid>-*`. The building folders of processes that no longer exist (killed mid-build) are
-  deleted first; a build in progress, perhaps another run's on a shared folder, is left alone."""
-  for folder in parent.glob(".*-building-*"):
-    pid = folder.name.rsplit("-building-", 1)[1].split("-", 1)[0]
-    if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-      shutil.rmtree(folder, ignore_errors=True)
+  `.<label>-building-<pid>-*`; abandoned building folders are deleted first (`_remove_abandoned`)."""
+  _remove_abandoned(parent, ".*-building-*", "-building-")
   return pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{label}-building-{os.getpid()}-"))

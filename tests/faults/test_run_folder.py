@@ -1,6 +1,7 @@
 """Faults around a run's folder: a second run on it, damaged or half-written checkpoints, a failing disk."""
 
 import errno
+import json
 import logging
 import os
 import signal
@@ -55,23 +56,35 @@ def test_the_lock_dies_with_a_killed_run(tmp_path):
         pass
 
 
-def _damage_newest_checkpoint(workdir):
-  step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  largest = max((p for p in (workdir / "checkpoints" / str(step) / "state").rglob("*") if p.is_file()),
-                key=lambda p: p.stat().st_size)
-  data = bytearray(largest.read_bytes())
+def _flip(path):
+  data = bytearray(path.read_bytes())
   for i in range(len(data) // 2, len(data) // 2 + 8):
     data[i] ^= 0xFF
-  largest.write_bytes(bytes(data))
+  path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGE = {"flipped bytes": _flip, "truncated": _truncate, "missing": lambda path: path.unlink()}
+
+
+def _damage_checkpoint(workdir, how, step=None):
+  step = step or max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  largest = max((p for p in (workdir / "checkpoints" / str(step) / "state").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  DAMAGE[how](largest)
   return step
 
 
-def test_flipped_bytes_in_the_newest_checkpoint_are_caught_and_the_previous_one_used(straight, tiny_config,
-                                                                                     tmp_path, caplog):
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_a_damaged_newest_checkpoint_is_caught_and_the_previous_one_used(straight, tiny_config, tmp_path, caplog,
+                                                                         how):
   ref_dir, ref = straight
   tiny_config.train.epochs = 1
   _run(tiny_config, tmp_path)
-  damaged = _damage_newest_checkpoint(tmp_path)
+  damaged = _damage_checkpoint(tmp_path, how)
   tiny_config.train.epochs = 2
   resumed = _run(tiny_config, tmp_path)
   assert f"checkpoint at step {damaged}" in caplog.text and "changed on disk since it was written" in caplog.text
@@ -127,3 +140,55 @@ def test_the_same_command_after_a_failed_save_resumes_exactly(straight, tiny_con
   resumed = _run(tiny_config, tmp_path)
   assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
   _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
+
+
+def test_with_every_checkpoint_damaged_the_run_stops_clearly(tiny_config, tmp_path):
+  tiny_config.train.epochs = 1
+  _run(tiny_config, tmp_path)
+  for step in (5, 8):
+    _damage_checkpoint(tmp_path, "flipped bytes", step)
+  tiny_config.train.epochs = 2
+  with pytest.raises(UserError, match="no usable checkpoint is left in .*; delete that folder to start the run over"):
+    _run(tiny_config, tmp_path)
+
+
+def test_a_full_disk_during_the_cache_build_is_one_line_and_leaves_no_build_folder(tiny_config, tmp_path,
+                                                                                   monkeypatch):
+  from jaxcxr.data import cache
+  tiny_config.data.cache_dir = str(tmp_path / "cache")
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(cache, "_decode_all", full)
+  with pytest.raises(UserError) as error:
+    _run(tiny_config, tmp_path / "run")
+  assert "\n" not in str(error.value) and "could not write the preprocessed cache" in str(error.value)
+  assert "No space left on device" in str(error.value)
+  assert not list((tmp_path / "cache").glob(".*-building-*")) and not list((tmp_path / "cache").glob("train-*"))
+
+
+def test_a_temporary_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path):
+  from tests.faults.test_shared_cache import _dead_pid
+  stale = tmp_path / f".summary.json.{_dead_pid()}.abc123.tmp"
+  live = tmp_path / f".summary.json.{os.getppid()}.def456.tmp"
+  stale.write_text("{half")
+  live.write_text("{being written")
+  fsutil.atomic_write_json(tmp_path / "summary.json", {"step": 1})
+  assert not stale.exists() and live.exists()
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", live.name])
+
+
+def test_a_full_disk_during_an_atomic_write_keeps_the_previous_file(tmp_path, monkeypatch):
+  target = tmp_path / "summary.json"
+  fsutil.atomic_write_json(target, {"step": 1})
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(fsutil.os, "fsync", full)
+  with pytest.raises(UserError, match="could not write .*summary.json: No space left on device"):
+    fsutil.atomic_write_json(target, {"step": 2})
+  monkeypatch.undo()
+  assert json.loads(target.read_text()) == {"step": 1} and sorted(p.name for p in tmp_path.iterdir()) == \
+      ["summary.json"]

@@ -1,0 +1,88 @@
+"""`kill -9` at fixed points of a run, then the same command again: the result is the uninterrupted run's.
+
+Each point is reached deterministically: the run is started in a child process that wraps one function so
+that the process SIGKILLs itself on a given call. Afterwards nothing half-written may be visible under a final
+name and no temporary may be left behind.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.test_run import ROOT
+from tests.test_train import _learning
+
+KILL_AT = textwrap.dedent("""
+    import functools, importlib, os, signal, sys
+    where, calls_before = sys.argv[1], int(sys.argv[2])
+    module_name, path = where.split(":")
+    owner = importlib.import_module(module_name)
+    *parents, name = path.split(".")
+    for parent in parents:
+      owner = getattr(owner, parent)
+    original, count = getattr(owner, name), [0]
+
+    @functools.wraps(original)
+    def dying(*args, **kwargs):
+      count[0] += 1
+      if count[0] > calls_before:
+        os.kill(os.getpid(), signal.SIGKILL)
+      return original(*args, **kwargs)
+
+    setattr(owner, name, dying)
+    sys.argv = ["run.py", *sys.argv[3:]]
+    from jaxcxr import main
+    main.run()
+""")
+
+POINTS = {  # what is interrupted: (function that kills on its call number calls_before + 1, calls_before)
+    "cache build, mid-split": ("jaxcxr.data.images:load_film", 40),
+    "mid-epoch, before the step-8 save": ("jaxcxr.checkpoints:Checkpointer.save", 1),
+    "inside orbax's checkpoint write": (
+        "orbax.checkpoint.checkpoint_manager:CheckpointManager._finalize_checkpoint", 1),
+    "after orbax's write, before the checksums": ("jaxcxr.checkpoints:_digest", 1),
+    "the summary write": ("jaxcxr.reporting:atomic_write_json", 0),
+}
+
+
+def _args(workdir):
+  return ["--config=jaxcxr/configs/tiny.py", f"--workdir={workdir}"]
+
+
+def _command(*args, kill_at=None):
+  prefix = [sys.executable, "-c", KILL_AT, *kill_at] if kill_at else [sys.executable, str(ROOT / "run.py")]
+  return subprocess.run([*prefix, *args], cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  result = _command(*_args(workdir))
+  assert result.returncode == 0, result.stderr
+  return json.loads((workdir / "summary.json").read_text())
+
+
+def _leftovers(workdir):
+  return sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
+                if p.name.endswith(".tmp") or "-building-" in p.name or "orbax-checkpoint-tmp" in p.name)
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_a_run_killed_here_ends_as_the_uninterrupted_run(reference, tmp_path, point):
+  where, calls_before = POINTS[point]
+  killed = _command(*_args(tmp_path), kill_at=(where, str(calls_before)))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  if (tmp_path / "summary.json").exists():  # a final name holds a whole file or nothing
+    json.loads((tmp_path / "summary.json").read_text())
+  rerun = _command(*_args(tmp_path))
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert _learning(summary["epochs"]) == _learning(reference["epochs"])
+  assert summary["test"] == reference["test"]
+  assert _leftovers(tmp_path) == []
