@@ -158,3 +158,14 @@ def test_layers_of_a_backbone_are_refused_in_one_line():
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("error: --layers times each convolution")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.train.batch_size=0"], "error: invalid config: train.batch_size=0 must be at least 1"),
+    (["--config.data.image_size=4"], "data.image_size=4 must be at least 8"),
+    (["--steps=0"], "flag --steps=0: 0 is not a positive integer"),
+], ids=["batch-0", "image-4", "steps-0"])
+def test_bad_arguments_are_one_line_before_any_work(args, message):
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *TINY, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode != 0 and "Traceback" not in result.stderr and message in result.stderr
