@@ -145,17 +145,3 @@ def ensure_dataset(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path
     if tmp is not None:
       shutil.rmtree(tmp, ignore_errors=True)
   return root
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  try:
-    tmp = building_folder(cache_dir, "synthetic")
-    write_dataset(tmp / "data", spec)
-    if not (root / MARKER).is_file():  # else another run sharing the cache generated the same films first
-      shutil.rmtree(root, ignore_errors=True)
-      (tmp / "data").rename(root)
-  except OSError as e:
-    raise UserError(f"could not write the synthetic dataset under {cache_dir} ({e.strerror or e}); "
-                    "free disk space or pass a writable --workdir") from e
-  finally:
-    if "tmp" in locals():
-      shutil.rmtree(tmp, ignore_errors=True)
-  return root
