@@ -52,8 +52,10 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except  # orbax wraps the OSError of a full disk in others
       for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
         shutil.rmtree(partial, ignore_errors=True)
+      reason = next((str(x) for x in (e, e.__cause__, e.__context__) if isinstance(x, OSError)), None)
+      if reason is None:  # not the disk: a bug, which a message about disk space would hide
+        raise
       kept = self.latest_step()
-      reason = next((str(x) for x in (e, e.__cause__, e.__context__) if isinstance(x, OSError)), type(e).__name__)
       raise UserError(f"could not write the checkpoint of step {step} in {self.directory} ({reason}); "
                       f"{f'the checkpoint of step {kept} is kept' if kept is not None else 'no checkpoint is kept'}"
                       "; free disk space (or raise the file-size limit) and rerun the same command to resume") from e
@@ -99,8 +101,8 @@ class Checkpointer:
     steps = sorted(self.manager.all_steps(), reverse=True)
     for step in steps:
       try:
+        meta = self._check_signature(step)  # first: another run's checkpoint is refused, never deleted
         self._verify(step)
-        meta = self._check_signature(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
       except UserError:

@@ -39,12 +39,12 @@ def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
   yield "data.dataset", d.dataset, _choice(d.dataset, datasets.DATASETS)
   yield "data.image_size", d.image_size, _at_least(d.image_size, MIN_IMAGE_SIZE)
   yield "data.aspect", d.aspect, _choice(d.aspect, images.ASPECT_MODES)
-  if d.dataset == "nih":
+  if d.dataset == datasets.NIH:
     yield "data.target", d.target, _choice(d.target, nih.TARGETS)
     yield "data.negatives", d.negatives, _choice(d.negatives, nih.NEGATIVE_POLICIES)
   elif d.target == nih.ALL_FINDINGS:
     yield "data.target", d.target, (False, f"names NIH's 14 findings; data.dataset={d.dataset} has one target")
-  yield "data.val_fraction", d.val_fraction, _within(d.val_fraction, 1e-9, 1.0)
+  yield "data.val_fraction", d.val_fraction, (0.0 < d.val_fraction < 1.0, "must be in (0, 1)")
   yield "data.test_fraction", d.test_fraction, (0.0 < d.test_fraction < 1.0 - d.val_fraction,
                                                 "must be in (0, 1 - data.val_fraction)")
   yield "data.split_seed", d.split_seed, _at_least(d.split_seed, 0)
@@ -64,7 +64,8 @@ def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
   s = d.synthetic
   yield "data.synthetic.num_patients", s.num_patients, _at_least(s.num_patients, 10)
   yield "data.synthetic.max_images_per_patient", s.max_images_per_patient, _at_least(s.max_images_per_patient, 1)
-  yield "data.synthetic.image_size", s.image_size, _at_least(s.image_size, MIN_IMAGE_SIZE)
+  yield "data.synthetic.image_size", s.image_size, _at_least(s.image_size, images.MIN_SIDE)
+  yield "data.synthetic.seed", s.seed, _at_least(s.seed, 0)
   for key in ("pneumonia_fraction", "other_finding_fraction", "test_fraction"):
     yield f"data.synthetic.{key}", s[key], _within(s[key], 0.0, 1.0)
 
@@ -84,7 +85,7 @@ def _train_rules(t: ml_collections.ConfigDict, target: str) -> Iterator[tuple[st
   yield "train.plateau_factor", t.plateau_factor, (0.0 < t.plateau_factor < 1.0, "must be in (0, 1)")
   yield "train.class_balance", t.class_balance, _choice(t.class_balance, input_pipeline.CLASS_BALANCE)
   if target == nih.ALL_FINDINGS:
-    yield "train.class_balance", t.class_balance, (t.class_balance != "sampling",
+    yield "train.class_balance", t.class_balance, (t.class_balance != input_pipeline.SAMPLING,
                                                    "balances one target; with data.target=all use pos_weight")
   yield "train.seed", t.seed, _at_least(t.seed, 0)
 

@@ -8,8 +8,9 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jaxcxr.errors import UserError
@@ -17,18 +18,19 @@ from jaxcxr.errors import UserError
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Writes `data` to a temporary file beside `path`, fsyncs it, then renames it over `path`."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  _remove_abandoned(path.parent, f".{path.name}.*.tmp", f".{path.name}.")
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+  path, tmp = pathlib.Path(path), None
   try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(path.parent, f".{path.name}.*.tmp", f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_OWNER}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except OSError as e:
-    pathlib.Path(tmp).unlink(missing_ok=True)
+    if tmp is not None:
+      pathlib.Path(tmp).unlink(missing_ok=True)
     raise UserError(f"could not write {path}: {e.strerror or e}; free some disk space or choose "
                     "another --workdir") from e
 
@@ -61,17 +63,24 @@ def exclusive(folder: pathlib.Path, what: str) -> Iterator[None]:
   """Holds `folder` for this process: a second process that asks for it stops at once with one line naming the
   holder. The lock is the kernel's (`flock`), so it dies with its process, also on `kill -9`: nothing to clean."""
   path = folder / LOCK_FILE
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise UserError(f"cannot create the lock file {path} ({e.strerror or e}); pass a writable {what}") from e
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
-    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
     os.close(fd)
     raise UserError(f"another run is using {what} {folder} (process {holder}); wait for it to finish, or pass "
                     f"another {what}") from None
+  except OSError as e:  # a filesystem without locks (some network mounts)
+    os.close(fd)
+    raise UserError(f"cannot lock {path} ({e.strerror or e}): the filesystem does not support locks; pass a "
+                    f"local {what}") from e
   try:
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     yield
   finally:
     fcntl.flock(fd, fcntl.LOCK_UN)
@@ -88,18 +97,46 @@ def _alive(pid: int) -> bool:
   return True
 
 
+# Temporaries carry `<pid>@<host>` of their writer: on a folder shared between machines (NFS), only the
+# writer's own host can tell whether that process still lives.
+_OWNER = f"{os.getpid()}@{socket.gethostname()}"
+
+
 def _remove_abandoned(parent: pathlib.Path, pattern: str, marker: str) -> None:
-  """Deletes the temporaries in `parent` matching `pattern`, whose names carry their process id right after
-  `marker`, of processes that no longer exist (killed between creating and renaming one); those of live
-  processes, perhaps another run's in a shared folder, are left alone."""
+  """Deletes the temporaries in `parent` matching `pattern`, whose names carry `<pid>@<host>.` right after
+  `marker`, of this host's processes that no longer exist (killed between creating and renaming one); those
+  of live processes or of other hosts, perhaps other runs' in a shared folder, are left alone."""
+  host = socket.gethostname()
   for stale in parent.glob(pattern):
-    pid = "".join(itertools.takewhile(str.isdigit, stale.name.split(marker, 1)[1]))
-    if pid and int(pid) != os.getpid() and not _alive(int(pid)):
+    owner = stale.name.split(marker, 1)[1]
+    pid = "".join(itertools.takewhile(str.isdigit, owner))
+    if pid and owner[len(pid):].startswith(f"@{host}.") and int(pid) != os.getpid() and not _alive(int(pid)):
       shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def building_folder(parent: pathlib.Path, label: str) -> pathlib.Path:
   """A new private folder in `parent` to build something in before renaming it into place, named
-  `.<label>-building-<pid>-*`; abandoned building folders are deleted first (`_remove_abandoned`)."""
+  `.<label>-building-<pid>@<host>.*`; abandoned building folders are deleted first (`_remove_abandoned`)."""
   _remove_abandoned(parent, ".*-building-*", "-building-")
-  return pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{label}-building-{os.getpid()}-"))
+  return pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{label}-building-{_OWNER}."))
+
+
+def publish(built: pathlib.Path, final: pathlib.Path, complete: Callable[[pathlib.Path], bool]) -> None:
+  """Renames the folder `built` to `final`, unless `final` is already `complete`: another process sharing the
+  folder published the same thing first, and a folder another run may be reading is never replaced. An
+  incomplete `final` (left by an older version, say) is moved aside and removed first."""
+  for _ in range(3):
+    if complete(final):
+      return
+    try:
+      built.rename(final)
+      return
+    except OSError:
+      if complete(final):  # lost the race to an equal build
+        return
+      if not final.exists():
+        raise
+      aside = pathlib.Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-building-{_OWNER}."))
+      final.rename(aside / "old")
+      shutil.rmtree(aside, ignore_errors=True)
+  built.rename(final)

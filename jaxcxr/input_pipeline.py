@@ -17,7 +17,6 @@ import numpy as np
 
 from jaxcxr.augment import GeometricAugment
 from jaxcxr.data.cache import CachedSplit
-from jaxcxr.errors import UserError
 
 
 class SplitSource:
@@ -48,8 +47,6 @@ class BalancedSource(SplitSource):
   def __init__(self, split: CachedSplit):
     super().__init__(split)
     positives, negatives = np.flatnonzero(split.labels == 1), np.flatnonzero(split.labels == 0)
-    if len(positives) == 0 or len(negatives) == 0:
-      raise UserError("train.class_balance=sampling needs both classes in the training split")
     self.index = np.concatenate([negatives, np.resize(positives, len(negatives))])
 
   def __len__(self) -> int:
@@ -59,12 +56,13 @@ class BalancedSource(SplitSource):
     return self.index[np.asarray(indices)]
 
 
-CLASS_BALANCE = ("pos_weight", "sampling", "none")  # train.class_balance: loss weights, resampling, neither
+POS_WEIGHT, SAMPLING = "pos_weight", "sampling"
+CLASS_BALANCE = (POS_WEIGHT, SAMPLING, "none")  # train.class_balance: loss weights, resampling, neither
 
 
 def train_source(split: CachedSplit, class_balance: str) -> SplitSource:
   """The training examples of one epoch: the split as is, or class-balanced by resampling."""
-  return BalancedSource(split) if class_balance == "sampling" else SplitSource(split)
+  return BalancedSource(split) if class_balance == SAMPLING else SplitSource(split)
 
 
 def train_dataset(source: SplitSource, batch_size: int, epochs: int, seed: int,

@@ -53,6 +53,16 @@ def _setup_logging() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
+def _raised_by_the_config_file(e: Exception) -> bool:
+  """Whether `e` came from inside a config file's `get_config()`, not from applying an override."""
+  tb = e.__traceback__
+  while tb is not None:
+    if tb.tb_frame.f_code.co_name == "get_config":
+      return True
+    tb = tb.tb_next
+  return False
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, plus a one-line error for a `--config.x.y` that names no config key."""
   try:
@@ -61,7 +71,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if "get_config" in str(e):
       sys.exit("error: the --config file could not be loaded: it defines no get_config(); start from "
                "jaxcxr/configs/default.py")
-    _bad_override(e)
+    if not _raised_by_the_config_file(e):
+      _bad_override(e)
+    sys.exit(f"error: the --config file could not be loaded: its get_config() raised {type(e).__name__}: {e}; "
+             "fix the file, or start from jaxcxr/configs/default.py")
   except Exception as e:  # pylint: disable=broad-except  # the config file's own code failed while it loaded
     where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
     sys.exit(f"error: the --config file could not be loaded: {type(e).__name__}: {e.msg if where else e}{where}; "

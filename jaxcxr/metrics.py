@@ -170,10 +170,15 @@ def mean_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 def mean_auc_interval(labels: np.ndarray, scores: np.ndarray, patients: list[str], resamples: int = 1000,
                       confidence: float = 0.95, seed: int = 0) -> list[float] | None:
-  """The interval of `mean_auc` over the same patient draws `bootstrap_intervals` makes with this seed."""
+  """The interval of `mean_auc` over the same patient draws `bootstrap_intervals` makes with this seed.
+
+  The mean is always over the same findings, those defined on the whole split: a draw in which one of them
+  has a single class is left out, rather than averaging that draw over fewer findings.
+  """
   labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, np.float64)
+  kept = [k for k, auc in enumerate(per_target_auc(labels, scores)) if auc is not None]
   means = []
   for films in patient_resamples(patients, resamples, seed):
-    value = mean_auc(labels[films], scores[films])
-    means.append(np.nan if value is None else value)
+    draw = per_target_auc(labels[films][:, kept], scores[films][:, kept])
+    means.append(np.nan if not kept or any(a is None for a in draw) else float(np.mean(draw)))
   return _percentile_interval(means, confidence)

@@ -47,7 +47,7 @@ def _interval(intervals: dict | None, key: str) -> str:
 
 
 def findings_table(t: dict, synthetic: bool) -> list[str]:
-  """A multi-label test report as CheXNet's Table 1: AUROC per finding with its interval, then the mean, with
+  """A multi-label test report as CheXNet's Table 2: AUROC per finding with its interval, then the mean, with
   CheXNet's published figures beside them for reference."""
   n = t["findings"][t["targets"][0]]
   films = n["tn"] + n["fp"] + n["fn"] + n["tp"]

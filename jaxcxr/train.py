@@ -41,26 +41,25 @@ def is_time(step: int, every: int, total: int) -> bool:
 
 
 def class_weights(split: CachedSplit, class_balance: str) -> tuple[float | list[float], float | list[float]]:
-  """Loss weights of a positive and a negative example for `train.class_balance=pos_weight`; (1, 1) otherwise
-  (`sampling` balances the classes in the input stream instead).
+  """Loss weights of a positive and a negative example for `train.class_balance=pos_weight`; weights of 1
+  otherwise (`sampling` balances the classes in the input stream instead). One weight each for one target,
+  a list of one per finding for several.
 
-  One target: positives weighted negatives/positives, negatives 1 (a split with one class: 1 and 1). Several
-  targets, as CheXNet: per finding, positives weighted N/(P+N) and negatives P/(P+N), so the two classes
-  weigh the same within a finding and a rare finding does not outweigh the common ones (a finding with no
-  positive in training then adds no loss).
+  One target (whose training split holds both classes: `datasets.load_splits` refuses it otherwise):
+  positives weighted negatives/positives, negatives 1. Several targets, as CheXNet: per finding, positives
+  weighted N/(P+N) and negatives P/(P+N), so the two classes weigh the same within a finding and a rare
+  finding does not outweigh the common ones (a finding with no positive in training then adds no loss).
   """
   columns = split.labels.reshape(len(split), -1)
-  ones = [1.0] * columns.shape[1]
-  if class_balance != "pos_weight":
-    return (ones, ones) if split.targets else (1.0, 1.0)
+  if class_balance != input_pipeline.POS_WEIGHT:
+    return ([1.0] * columns.shape[1],) * 2 if split.targets else (1.0, 1.0)
   positives = columns.sum(axis=0)
-  one_class = [t for t, p in zip(split.targets or ("the target",), positives) if p in (0, len(split))]
-  if one_class:
-    log.warning("training split has one class only for %s%s", ", ".join(one_class),
-                ": it adds no loss" if split.targets else "; positive weight left at 1")
-  if split.targets:
-    return ([float(1.0 - p / len(split)) for p in positives], [float(p / len(split)) for p in positives])
-  return (1.0 if one_class else float((len(split) - positives[0]) / positives[0])), 1.0
+  if not split.targets:
+    return float((len(split) - positives[0]) / positives[0]), 1.0
+  absent = [t for t, p in zip(split.targets, positives) if p in (0, len(split))]
+  if absent:
+    log.warning("training split has one class only for %s: it adds no loss", ", ".join(absent))
+  return [float(1.0 - p / len(split)) for p in positives], [float(p / len(split)) for p in positives]
 
 
 # Keys that change how fast a run goes, how often it saves or how it reports, never what it computes: a run
@@ -150,7 +149,7 @@ def _operating_point_report(cfg: ml_collections.ConfigDict, val_labels: np.ndarr
 
 def test_report(run: Run, state: TrainState) -> dict:
   """The test split at the operating point `eval.threshold` picks on validation, with bootstrap intervals:
-  for several targets, one such report per target (CheXNet's Table 1) and their mean AUROC."""
+  for several targets, one such report per target (CheXNet's Table 2) and their mean AUROC."""
   cfg = run.config.eval
   val, test = run.splits["val"], run.splits["test"]
   # A fixed threshold needs no pass over the validation split.
@@ -349,10 +348,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
     state, data_state, history = restored if restored else (_initial_state(config, init, sharding), None, [])
     if int(state.step) >= total:
       previous = reporting.read_summary(workdir)
-      if previous is not None and previous.get("step") == int(state.step):
+      # A finished run reruns as a no-op, unless the test report is asked for with other eval.* settings.
+      if previous is not None and previous.get("step") == int(state.step) and \
+          previous["config"].get("eval") == config.eval.to_dict():
         log.info("Run already complete at step %d; nothing to do.", int(state.step))
         print(reporting.summary_table(previous))
         return previous
+      log.info("Run complete at step %d; reporting the test split again with this run's eval settings",
+               int(state.step))
     else:
       step_fn, compile_s = _compile(run, state)
       state, history = _fit(run, step_fn, state, data_state, history, ckpt)

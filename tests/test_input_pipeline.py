@@ -5,7 +5,6 @@ import pytest
 from jaxcxr import input_pipeline
 from jaxcxr.configs import default
 from jaxcxr.data.cache import CachedSplit
-from jaxcxr.errors import UserError
 
 
 def _split(n=20, size=16):
@@ -79,12 +78,6 @@ def test_balanced_sampling_shows_both_classes_equally():
   drawn = source.read(np.arange(len(source)))["label"]
   assert len(source) == 34 and drawn.sum() == 17
   assert len(input_pipeline.train_source(split, "pos_weight")) == 20
-
-
-def test_balanced_sampling_needs_both_classes():
-  split = CachedSplit("train", np.zeros((4, 4, 4), np.uint8), np.zeros(4, np.int32), [], [])
-  with pytest.raises(UserError, match="needs both classes"):
-    input_pipeline.train_source(split, "sampling")
 
 
 def test_worker_processes_give_the_same_stream_and_resume():

@@ -145,11 +145,20 @@ def test_a_checkpoint_of_another_dataset_folder_is_refused(straight, tiny_config
     _run(tiny_config, workdir, data_dir=str(tiny_nih))
 
 
-def test_settings_that_change_no_result_resume(straight, tiny_config, capsys):
-  workdir, ref = straight
+def test_settings_that_change_no_result_resume(straight, tiny_config, tmp_path):
+  workdir = tmp_path / "copy"
+  shutil.copytree(straight[0], workdir)
+  ref = straight[1]
   tiny_config.data.num_threads, tiny_config.model.lowering, tiny_config.checkpoint.keep = 1, "xla", 5
-  tiny_config.train.eval_batch_size, tiny_config.eval.bootstrap = 16, 10
+  tiny_config.train.eval_batch_size = 16
   assert _run(tiny_config, workdir)["test"] == ref["test"]  # the finished run, recognised as the same
+  # Other eval settings: the same finished run, its test split reported again with them.
+  tiny_config.eval.bootstrap, tiny_config.eval.confidence = 50, 0.9
+  again = _run(tiny_config, workdir)
+  assert again["epochs"] == ref["epochs"] and again["test"]["interval_confidence"] == 0.9
+  assert {k: again["test"][k] for k in ("tn", "fp", "fn", "tp", "auc")} == \
+      {k: ref["test"][k] for k in ("tn", "fp", "fn", "tp", "auc")}
+  assert json.loads((workdir / "summary.json").read_text())["config"]["eval"]["bootstrap"] == 50
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, tiny_config, tmp_path, caplog):

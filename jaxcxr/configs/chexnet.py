@@ -3,7 +3,7 @@
 As the paper trained it: Adam (beta 0.9/0.999) at learning rate 1e-3, batch 16, the learning rate cut x0.1
 each time the validation loss stops improving; each finding's positives weighted by their training
 frequency. Start from ImageNet weights written with torchvision (README, "Pretrained weights"); the test split
-is reported as the paper's Table 1 (AUROC per finding, with patient-bootstrap intervals) and the mean.
+is reported as the paper's Table 2 (AUROC per finding, with patient-bootstrap intervals) and the mean.
 
 Run:
   python run.py --mode=describe --config=jaxcxr/configs/chexnet.py --data_dir=/data/ChestX-ray14

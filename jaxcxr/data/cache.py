@@ -27,7 +27,7 @@ import pandas as pd
 
 from jaxcxr.data import images, splits
 from jaxcxr.errors import UserError
-from jaxcxr.fsutil import atomic_write_text, building_folder
+from jaxcxr.fsutil import atomic_write_text, building_folder, publish
 from jaxcxr.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -233,14 +233,7 @@ class _Building:
     """Publishes the build as `final`, unless another process sharing the cache published the same key first:
     its films are the same, and a folder another run may be reading is never replaced."""
     (self.tmp / "manifest.json").write_text(json.dumps(manifest))
-    if (final / "manifest.json").is_file():
-      return
-    shutil.rmtree(final, ignore_errors=True)  # a folder without a manifest is no finished cache
-    try:
-      self.tmp.rename(final)
-    except OSError:
-      if not (final / "manifest.json").is_file():  # not a race lost to an equal build: a real failure
-        raise
+    publish(self.tmp, final, lambda folder: (folder / "manifest.json").is_file())
 
 
 def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int, size: int,

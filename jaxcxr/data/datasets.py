@@ -16,7 +16,8 @@ from jaxcxr.errors import UserError
 
 log = logging.getLogger(__name__)
 
-READERS = {"nih": nih.read, "kermany": folders.read, "medmnist": medmnist.read}
+NIH = "nih"  # also the format of the embedded synthetic default
+READERS = {NIH: nih.read, "kermany": folders.read, "medmnist": medmnist.read}
 DATASETS = tuple(READERS)
 
 
@@ -35,7 +36,7 @@ def resolve_source(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
     if root.is_dir() and not _readable(root):
       raise UserError(f"--data_dir={data_dir} is empty or unreadable; check the path and its permissions")
     return root
-  if data_cfg.dataset != "nih":
+  if data_cfg.dataset != NIH:
     raise UserError(f"data.dataset={data_cfg.dataset!r} needs --data_dir; the embedded default is NIH-format")
   root = synthetic.ensure_dataset(cache_dir, synthetic.SyntheticSpec(**data_cfg.synthetic.to_dict()))
   log.warning("No --data_dir given: using the embedded SYNTHETIC NIH-format dataset in %s. Its "

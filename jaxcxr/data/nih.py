@@ -83,8 +83,9 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
   odd = unknown[unknown.map(bool)]
   if len(odd):
     names = sorted(set().union(*odd))
-    log.warning("%s: %d row(s) name labels that are not NIH findings (%s); they count as no finding, and a row "
-                "with only such labels is neither positive nor 'No Finding'", csv_path, len(odd),
+    log.warning("%s: %d row(s) name labels that are not NIH findings (%s); such a label matches none of the 14 "
+                "findings, and a row with only such labels is not 'No Finding' either (data.target=any counts it "
+                "as positive)", csv_path, len(odd),
                 ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
   return table
 
@@ -150,7 +151,7 @@ def assign_splits(table: pd.DataFrame, data_dir: pathlib.Path, val_fraction: flo
                       f"{sorted(both)[0]}; a film belongs to one split, so fix the lists")
     for name, path in lists.items():
       names = listed[name]
-      unknown = set(names).difference(table["image_id"])
+      unknown = names.difference(table["image_id"])
       if unknown:
         raise UserError(f"{path} names {len(unknown)} image(s) absent from the metadata, e.g. "
                         f"{sorted(unknown)[0]}; use the list and CSV of the same release")

@@ -19,7 +19,7 @@ from PIL import Image, ImageFilter
 
 from jaxcxr.data import nih
 from jaxcxr.errors import UserError
-from jaxcxr.fsutil import building_folder
+from jaxcxr.fsutil import building_folder, publish
 
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
           "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
@@ -135,9 +135,7 @@ def ensure_dataset(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = building_folder(cache_dir, "synthetic")
     write_dataset(tmp / "data", spec)
-    if not (root / MARKER).is_file():  # else another run sharing the cache generated the same films first
-      shutil.rmtree(root, ignore_errors=True)
-      (tmp / "data").rename(root)
+    publish(tmp / "data", root, lambda folder: (folder / MARKER).is_file())  # another run's may be there
   except OSError as e:
     raise UserError(f"could not write the synthetic dataset under {cache_dir} ({e.strerror or e}); "
                     "free disk space or pass a writable --workdir") from e

@@ -29,12 +29,12 @@ from jaxcxr.models.resnet import ResNetFeatures
 @dataclasses.dataclass(frozen=True)
 class Network:
   """How to build one network from its own config keys (`keys`), and which values it can be built from:
-  `sizes` are the keys that list positive layer counts or widths, `downsampling(fields)` the factor by which
-  it shrinks a film (an image smaller than that leaves it no pixels)."""
+  `sizes` are the keys that list positive layer counts or widths, `min_image_size(fields)` the smallest film
+  its downsampling leaves at least one pixel of."""
   build: Callable[..., nn.Module]
   keys: tuple[str, ...]
   sizes: tuple[str, ...]
-  downsampling: Callable[[dict], int]
+  min_image_size: Callable[[dict], int]
   takes_conv: bool = False  # receives the conv wing's module for `model.lowering`
 
 
@@ -43,23 +43,26 @@ def _backbone(features: Callable[..., nn.Module], dtype, outputs: int, **fields)
   return Classifier(features(dtype=dtype, **fields), dtype=dtype, outputs=outputs)
 
 
-def _stem_and_stages(key: str) -> Callable[[dict], int]:
-  """The backbones' stride-4 stem, then a halving before every stage but the first."""
-  return lambda fields: 4 * 2 ** (len(fields[key]) - 1)
+def _densenet_min_size(fields: dict) -> int:
+  # The padded stem and max-pool round up (ceil(n / 4)); each transition's unpadded 2x2 average pool rounds
+  # down, once per block after the first.
+  return 4 * (2 ** (len(fields["block_sizes"]) - 1) - 1) + 1
 
 
 _RESNET_KEYS = ("stage_sizes", "width", "init_from")
 MODELS = {
+    # Each block ends in an unpadded 2x2 max-pool that rounds down.
     "paper_cnn": Network(PaperCNN, ("widths", "convs_per_block", "dense", "dropout", "lowering"),
                          ("widths", "convs_per_block", "dense"), lambda fields: 2 ** len(fields["widths"]),
                          takes_conv=True),
+    # Every downsampling of a ResNet is padded and rounds up: any film keeps a pixel.
     "resnet18": Network(functools.partial(_backbone, functools.partial(ResNetFeatures, block="basic")),
-                        _RESNET_KEYS, ("stage_sizes", "width"), _stem_and_stages("stage_sizes")),
+                        _RESNET_KEYS, ("stage_sizes", "width"), lambda fields: 1),
     "resnet50": Network(functools.partial(_backbone, functools.partial(ResNetFeatures, block="bottleneck")),
-                        _RESNET_KEYS, ("stage_sizes", "width"), _stem_and_stages("stage_sizes")),
+                        _RESNET_KEYS, ("stage_sizes", "width"), lambda fields: 1),
     "densenet121": Network(functools.partial(_backbone, DenseNetFeatures),
                            ("block_sizes", "growth_rate", "init_features", "init_from"),
-                           ("block_sizes", "growth_rate", "init_features"), _stem_and_stages("block_sizes")),
+                           ("block_sizes", "growth_rate", "init_features"), _densenet_min_size),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 COMMON_KEYS = ("name", "dtype")
@@ -69,24 +72,28 @@ __all__ = ["DTYPES", "MODELS", "PaperCNN", "config_problems", "create_model", "m
 
 def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str]:
   """What stops `cfg` from building a network for films of `image_size` px, one phrase each (see
-  `jaxcxr.config`): an unknown name or dtype, another network's keys, impossible sizes, a missing weights file."""
+  `jaxcxr.config`): an unknown name or dtype, another network's keys or a missing one, impossible sizes, a
+  missing weights file."""
   if cfg.name not in MODELS:
     return [f"model.name={cfg.name!r} must be one of {', '.join(MODELS)}"]
   network = MODELS[cfg.name]
   fields = {k: v for k, v in cfg.to_dict().items() if k not in COMMON_KEYS}
-  foreign = sorted(set(fields) - set(network.keys))
-  if foreign:
+  foreign, missing = sorted(set(fields) - set(network.keys)), sorted(set(network.sizes) - set(fields))
+  if foreign or missing:
     return [f"model.{', model.'.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not a key of "
             f"model.name={cfg.name} (its keys: {', '.join(network.keys)}); start from a config written for "
-            f"{cfg.name} (jaxcxr/configs/) rather than overriding model.name"]
+            f"{cfg.name} (jaxcxr/configs/) rather than overriding model.name"] if foreign else \
+        [f"model.{', model.'.join(missing)} missing: model.name={cfg.name} needs {', '.join(network.keys)}"]
   found = [] if cfg.dtype in DTYPES else [f"model.dtype={cfg.dtype!r} must be one of {', '.join(DTYPES)}"]
+  sizes_ok = True
   for key in network.sizes:
     value = fields[key]
-    counts = value if isinstance(value, (tuple, list)) else (value,)
-    if not counts or any(not isinstance(n, int) or n < 1 for n in counts):
-      found.append(f"model.{key}={value!r} must be {'positive whole numbers' if counts is value else 'at least 1'}")
-  if found:
-    return found
+    listed = isinstance(value, (tuple, list))
+    counts = value if listed else (value,)
+    # A paper CNN may have no hidden dense layer; every other list needs an entry.
+    if (not counts and key != "dense") or any(not isinstance(n, int) or n < 1 for n in counts):
+      found.append(f"model.{key}={value!r} must be {'positive whole numbers' if listed else 'at least 1'}")
+      sizes_ok = False
   if "dropout" in fields and not 0.0 <= fields["dropout"] < 1.0:
     found.append(f"model.dropout={fields['dropout']!r} must be in [0, 1)")
   if "lowering" in fields and fields["lowering"] not in (*conv.LOWERINGS, conv.AUTO):
@@ -94,10 +101,10 @@ def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str
   if fields.get("init_from") and not pathlib.Path(fields["init_from"]).expanduser().is_file():
     found.append(f"model.init_from={fields['init_from']!r} is not a file (write one with torchvision: README, "
                  "\"Pretrained weights\")")
-  smallest = network.downsampling(fields)
+  smallest = network.min_image_size(fields) if sizes_ok else 1
   if image_size < smallest:
-    found.append(f"data.image_size={image_size} is smaller than model.name={cfg.name}'s downsampling "
-                 f"({smallest}x, which would leave no pixels); use data.image_size >= {smallest} or fewer stages")
+    found.append(f"data.image_size={image_size} is smaller than the {smallest} px model.name={cfg.name} needs "
+                 f"(its downsampling would leave no pixels); use data.image_size >= {smallest} or fewer stages")
   return found
 
 

@@ -144,8 +144,8 @@ def _run():
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
   config = config_lib.from_flag(_CONFIG)
   config_lib.validate(config)
-  network = models.MODELS.get(config.model.name)  # an unknown name is create_model's to refuse
-  if _LAYERS.value and network and not network.takes_conv:
+  network = models.MODELS[config.model.name]
+  if _LAYERS.value and not network.takes_conv:
     raise UserError(f"--layers times each convolution in every lowering, which only paper_cnn has; "
                     f"model.name={config.model.name} uses XLA's own convolutions")
   size, batch = config.data.image_size, config.train.batch_size

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -41,7 +42,8 @@ def test_a_second_run_on_a_busy_workdir_stops_at_once_and_touches_nothing(tmp_pa
     holder.wait()
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
-      f"error: another run is using --workdir {tmp_path} (process {holder.pid}); wait for it to finish, or pass "
+      f"error: another run is using --workdir {tmp_path} (process {holder.pid} on {socket.gethostname()}); wait for "
+      "it to finish, or pass "
       "another --workdir")
   assert sorted(p.name for p in tmp_path.iterdir()) == [fsutil.LOCK_FILE]
 
@@ -170,8 +172,9 @@ def test_a_full_disk_during_the_cache_build_is_one_line_and_leaves_no_build_fold
 
 def test_a_temporary_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path):
   from tests.faults.test_shared_cache import _dead_pid
-  stale = tmp_path / f".summary.json.{_dead_pid()}.abc123.tmp"
-  live = tmp_path / f".summary.json.{os.getppid()}.def456.tmp"
+  host = socket.gethostname()
+  stale = tmp_path / f".summary.json.{_dead_pid()}@{host}.abc123.tmp"
+  live = tmp_path / f".summary.json.{os.getppid()}@{host}.def456.tmp"
   stale.write_text("{half")
   live.write_text("{being written")
   fsutil.atomic_write_json(tmp_path / "summary.json", {"step": 1})

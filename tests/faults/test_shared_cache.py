@@ -1,6 +1,7 @@
 """Faults around the preprocessed cache and the synthetic data: killed builds, and runs that share a cache."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -18,13 +19,16 @@ def _dead_pid() -> int:
 
 
 def test_a_killed_builds_folder_is_removed_by_the_next_build_and_a_live_one_kept(tmp_path):
-  dead = tmp_path / f".train-building-{_dead_pid()}-abc"
-  live = tmp_path / f".train-building-{os.getppid()}-def"  # the parent of this process is alive
-  for folder in (dead, live):
+  host = socket.gethostname()
+  dead = tmp_path / f".train-building-{_dead_pid()}@{host}.abc"
+  live = tmp_path / f".train-building-{os.getppid()}@{host}.def"  # the parent of this process is alive
+  elsewhere = tmp_path / f".train-building-{_dead_pid()}@another-{host}.ghi"  # maybe alive on its own host
+  for folder in (dead, live, elsewhere):
     folder.mkdir()
     (folder / "images.u8").write_bytes(b"half")
   mine = fsutil.building_folder(tmp_path, "val")
-  assert not dead.exists() and live.exists() and mine.name.startswith(f".val-building-{os.getpid()}-")
+  assert not dead.exists() and live.exists() and elsewhere.exists()
+  assert mine.name.startswith(f".val-building-{os.getpid()}@{host}.")
 
 
 def test_a_build_that_loses_the_race_to_an_equal_build_keeps_the_published_one(tmp_path, tiny_nih):
@@ -56,3 +60,13 @@ def test_synthetic_generation_keeps_a_dataset_another_run_published_meanwhile(tm
   assert synthetic.ensure_dataset(tmp_path, spec) == root
   assert (root / synthetic.MARKER).stat().st_ino == published["inode"]
   assert not list(tmp_path.glob(".synthetic-building-*"))
+
+
+def test_an_incomplete_folder_under_the_final_name_is_replaced(tmp_path):
+  built, final = tmp_path / "built", tmp_path / "val-0123"
+  for folder, content in ((built, b"new"), (final, b"half")):
+    folder.mkdir()
+    (folder / "images.u8").write_bytes(content)
+  (built / "manifest.json").write_text("{}")
+  fsutil.publish(built, final, lambda folder: (folder / "manifest.json").is_file())
+  assert (final / "images.u8").read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["val-0123"]

@@ -19,7 +19,7 @@ from tests.test_train import _learning
 
 KILL_AT = textwrap.dedent("""
     import functools, importlib, os, signal, sys
-    where, calls_before = sys.argv[1], int(sys.argv[2])
+    where, calls_before, match = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     module_name, path = where.split(":")
     owner = importlib.import_module(module_name)
     *parents, name = path.split(".")
@@ -29,24 +29,28 @@ KILL_AT = textwrap.dedent("""
 
     @functools.wraps(original)
     def dying(*args, **kwargs):
-      count[0] += 1
-      if count[0] > calls_before:
-        os.kill(os.getpid(), signal.SIGKILL)
+      if any(match in str(a) for a in args):
+        count[0] += 1
+        if count[0] > calls_before:
+          os.kill(os.getpid(), signal.SIGKILL)
       return original(*args, **kwargs)
 
     setattr(owner, name, dying)
-    sys.argv = ["run.py", *sys.argv[3:]]
+    sys.argv = ["run.py", *sys.argv[4:]]
     from jaxcxr import main
     main.run()
 """)
 
-POINTS = {  # what is interrupted: (function that kills on its call number calls_before + 1, calls_before)
-    "cache build, mid-split": ("jaxcxr.data.images:load_film", 40),
-    "mid-epoch, before the step-8 save": ("jaxcxr.checkpoints:Checkpointer.save", 1),
+# What is interrupted: (the function that kills, calls of it passed first, a text one of a call's arguments must
+# contain for the call to count).
+POINTS = {
+    "cache build, mid-split": ("jaxcxr.data.images:load_film", 40, ""),
+    "mid-epoch, before the step-8 save": ("jaxcxr.checkpoints:Checkpointer.save", 1, ""),
     "inside orbax's checkpoint write": (
-        "orbax.checkpoint.checkpoint_manager:CheckpointManager._finalize_checkpoint", 1),
-    "after orbax's write, before the checksums": ("jaxcxr.checkpoints:_digest", 1),
-    "the summary write": ("jaxcxr.reporting:atomic_write_json", 0),
+        "orbax.checkpoint.checkpoint_manager:CheckpointManager._finalize_checkpoint", 1, ""),
+    "after orbax's write, before the checksums": ("jaxcxr.checkpoints:_digest", 1, ""),
+    # Its temporary is written in full; the rename over summary.json is what never happens.
+    "the summary write, before its rename": ("jaxcxr.fsutil:os.replace", 0, "summary.json"),
 }
 
 
@@ -75,11 +79,10 @@ def _leftovers(workdir):
 
 @pytest.mark.parametrize("point", list(POINTS))
 def test_a_run_killed_here_ends_as_the_uninterrupted_run(reference, tmp_path, point):
-  where, calls_before = POINTS[point]
-  killed = _command(*_args(tmp_path), kill_at=(where, str(calls_before)))
+  where, calls_before, match = POINTS[point]
+  killed = _command(*_args(tmp_path), kill_at=(where, str(calls_before), match))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-  if (tmp_path / "summary.json").exists():  # a final name holds a whole file or nothing
-    json.loads((tmp_path / "summary.json").read_text())
+  assert not (tmp_path / "summary.json").exists()  # killed before it: a final name holds a whole file or nothing
   rerun = _command(*_args(tmp_path))
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
