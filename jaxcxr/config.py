@@ -73,6 +73,7 @@ def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
 def _train_rules(t: ml_collections.ConfigDict, target: str) -> Iterator[tuple[str, object, tuple[bool, str]]]:
   yield "train.epochs", t.epochs, _at_least(t.epochs, 1)
   yield "train.batch_size", t.batch_size, _at_least(t.batch_size, 1)
+  yield "train.num_devices", t.num_devices, _at_least(t.num_devices, 0)
   yield "train.eval_batch_size", t.eval_batch_size, (t.eval_batch_size >= 0, "must be at least 1 (0: train.batch_size)")
   yield "train.optimizer", t.optimizer, _choice(t.optimizer, optim.OPTIMIZERS)
   yield "train.learning_rate", t.learning_rate, (math.isfinite(t.learning_rate) and t.learning_rate > 0,

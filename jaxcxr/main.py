@@ -102,9 +102,9 @@ def main(argv):
     if _PLATFORM.value == devices.CPU:
       # Before the CPU backend starts its threads: XLA:CPU's per-step buffers then stay mapped (hostmem).
       hostmem.retain_freed_memory()
-    device = devices.select_device(_PLATFORM.value)
-    devices.log_device(device)
-    train.train_and_evaluate(config, workdir, device, _DATA_DIR.value)
+    used = devices.select_devices(_PLATFORM.value, config.train.num_devices)
+    devices.log_devices(used)
+    train.train_and_evaluate(config, workdir, used, _DATA_DIR.value)
   except UserError as e:
     sys.exit(f"error: {e}")
 

@@ -14,7 +14,7 @@ import pathlib
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -63,9 +63,11 @@ def class_weights(split: CachedSplit, class_balance: str) -> tuple[float | list[
 
 
 # Keys that change how fast a run goes, how often it saves or how it reports, never what it computes: a run
-# may resume across them. model.lowering computes the same gradients another way.
+# may resume across them. model.lowering computes the same gradients another way, and train.num_devices the
+# same global batch over more devices (to float rounding).
 RESUMABLE_ACROSS = ("data.workers", "data.num_threads", "data.worker_processes", "data.prefetch", "data.cache_dir",
-                    "model.lowering", "train.log_step_times", "train.eval_batch_size", "eval.", "checkpoint.")
+                    "model.lowering", "train.log_step_times", "train.eval_batch_size", "train.num_devices", "eval.",
+                    "checkpoint.")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -97,14 +99,15 @@ class Run:
   workdir: pathlib.Path
   splits: dict[str, CachedSplit]
   source: input_pipeline.SplitSource
-  sharding: jax.sharding.Sharding
+  sharding: jax.sharding.Sharding   # the state's: replicated over the run's devices
+  batch_sharding: jax.sharding.Sharding  # every batch's: split along the data axis
   train_fn: jax.stages.Wrapped      # (state, batch) -> state, the state donated
   eval_fn: jax.stages.Wrapped       # (state, batch) -> (loss and confusion sums, probabilities)
   steps_per_epoch: int
   total_steps: int
 
   def put(self, batch: dict) -> dict:
-    return jax.device_put(batch, self.sharding)
+    return jax.device_put(batch, self.batch_sharding)
 
 
 def _predict(run: Run, state: TrainState, split: CachedSplit) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -198,7 +201,7 @@ def _initial_state(config: ml_collections.ConfigDict, init: Callable[[], TrainSt
 def _compile(run: Run, state: TrainState) -> tuple[jax.stages.Compiled, float]:
   """The train step compiled ahead of time for the run's batch shapes, and the seconds that took."""
   batch = placed_shapes(batch_shapes(run.config.train.batch_size, run.config.data.image_size,
-                                     run.splits["train"].outputs), run.sharding)
+                                     run.splits["train"].outputs), run.batch_sharding)
   start = time.perf_counter()
   step_fn = run.train_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
@@ -309,20 +312,27 @@ def _timing(history: list[dict], compile_s: float | None) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-                       device: jax.Device, data_dir: str | None = None) -> dict:
-  """Trains (or resumes) on `device`, evaluates on the test split, writes summary.json; returns it.
+                       device: jax.Device | Sequence[jax.Device], data_dir: str | None = None) -> dict:
+  """Trains (or resumes) on `device` (data parallel over several: `devices.data_parallel`), evaluates on the
+  test split, writes summary.json; returns it.
 
   The config is validated before anything else, and the workdir is held by this process throughout: a second
   run on it stops at once instead of rebuilding the data under this one.
   """
   config_lib.validate(config)
+  used = [device] if isinstance(device, jax.Device) else list(device)
+  for key in ("batch_size", "eval_batch_size"):
+    if config.train[key] % len(used):
+      raise UserError(f"train.{key}={config.train[key]} does not divide over the run's {len(used)} devices "
+                      f"(the batch size is global); use a multiple of {len(used)}, or train.num_devices")
   workdir = ensure_writable_dir(pathlib.Path(workdir), "--workdir")
   with exclusive(workdir, "--workdir"):
-    return _train_and_evaluate(config, workdir, device, data_dir)
+    return _train_and_evaluate(config, workdir, used, data_dir)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, device: jax.Device,
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, used: list[jax.Device],
                         data_dir: str | None) -> dict:
+  device = used[0]
   splits = datasets.load_splits(config.data, data_dir, workdir)
   pos_weight, neg_weight = class_weights(splits["train"], config.train.class_balance)
   source = input_pipeline.train_source(splits["train"], config.train.class_balance)
@@ -332,13 +342,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
                     f"train.batch_size={config.train.batch_size}; lower the batch size")
   total = spe * config.train.epochs
   optim.check_steps(config.train, total, spe)
-  model, lowering = create_model(config.model, device.platform, outputs=splits["train"].outputs)
+  model, lowering = create_model(config.model, device.platform, outputs=splits["train"].outputs,
+                                 devices=len(used))
   log.info("Convolutions computed by the %s lowering", lowering)
   tx = optim.create_optimizer(config.train, total)
   train_fn, eval_fn = jit_steps(pos_weight, model.dtype, augment.photometric_params(config.data.augment),
                                 neg_weight)
-  sharding = jax.sharding.SingleDeviceSharding(device)
-  run = Run(config, workdir, splits, source, sharding, train_fn, eval_fn, spe, total)
+  sharding, batch_sharding = devices.data_parallel(used)
+  run = Run(config, workdir, splits, source, sharding, batch_sharding, train_fn, eval_fn, spe, total)
   init = functools.partial(create_state, model, tx, config.data.image_size, config.train.seed)
   abstract = placed_shapes(jax.eval_shape(init), sharding)
   ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint.keep, run_signature(config, data_dir))
@@ -364,7 +375,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   reporting.write_history(workdir, history)
   test = test_report(run, state)
   summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s),
-             "device": devices.describe(device), "lowering": lowering, "synthetic": data_dir is None,
+             "device": devices.describe(device, used), "lowering": lowering, "synthetic": data_dir is None,
              "pos_weight": pos_weight, "neg_weight": neg_weight, "split_sizes": {k: len(v) for k, v in splits.items()},
              "split_positives": {k: v.positives_per_target() if v.targets else v.num_positive
                                  for k, v in splits.items()},

@@ -56,7 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = train = ml_collections.ConfigDict()
   train.epochs = 8
   train.batch_size = 16
-  train.eval_batch_size = 64
+  train.eval_batch_size = 64      # 0 = train.batch_size
+  train.num_devices = 0            # data parallel over this many of --platform's devices; 0 = all visible
+                                   # (the batch sizes are global: each must divide by it)
   train.optimizer = "adam"         # sgd | adam | adamw
   train.learning_rate = 1e-3
   train.momentum = 0.9             # sgd only

@@ -15,7 +15,7 @@ jaxcxr.perf.bench --layers` (its figures: README, "Where the time goes").
 import dataclasses
 import math
 
-from jaxcxr import devices
+from jaxcxr import devices as devices_lib
 from jaxcxr.conv import direct
 from jaxcxr.conv.algorithms import ALGORITHMS
 from jaxcxr.errors import UserError
@@ -80,24 +80,29 @@ def choose(lowering: str, pass_name: str, x_shape: tuple[int, ...], kernel_shape
   return "xla"
 
 
-def resolve(requested: str, platform: str, cores: int | None = None) -> str:
-  """The concrete lowering for `model.lowering=requested` on `platform`, refusing what cannot run there.
+def resolve(requested: str, platform: str, cores: int | None = None, devices: int = 1) -> str:
+  """The concrete lowering for `model.lowering=requested` on `platform` over `devices` devices, refusing what
+  cannot run there.
 
-  `auto` is `direct` (`winograd` without a compiler) on a CPU of at most
-  `OWN_LOWERINGS_MAX_CORES` cores (this process's, unless `cores` is given), else `xla`.
+  `auto` is `direct` (`winograd` without a compiler) on one CPU device of at most
+  `OWN_LOWERINGS_MAX_CORES` cores (this process's, unless `cores` is given), else `xla`: the direct kernel
+  is a custom call XLA cannot split over devices, and the own lowerings are tuned for one 2-core device.
   """
   if requested not in (*LOWERINGS, AUTO):
     raise UserError(f"model.lowering={requested!r}; choose one of {', '.join((*LOWERINGS, AUTO))}")
   lowering = requested
   if requested == AUTO:
-    cores = devices.host_cores() if cores is None else cores
-    if platform != devices.CPU or cores > OWN_LOWERINGS_MAX_CORES:
+    cores = devices_lib.host_cores() if cores is None else cores
+    if platform != devices_lib.CPU or cores > OWN_LOWERINGS_MAX_CORES or devices > 1:
       lowering = XLA
     else:
       lowering = DIRECT if direct.available() else WINOGRAD
   if lowering == DIRECT:
-    if platform != devices.CPU:
+    if platform != devices_lib.CPU:
       raise UserError(f"model.lowering=direct is a CPU kernel and cannot run on {platform}; use auto or xla there")
+    if devices > 1:
+      raise UserError(f"model.lowering=direct computes on one device, not over {devices}; use auto or xla with "
+                      "several devices (or train.num_devices=1)")
     direct.require()
   return lowering
 
@@ -105,4 +110,4 @@ def resolve(requested: str, platform: str, cores: int | None = None) -> str:
 def runnable(platform: str) -> tuple[str, ...]:
   """The lowerings that can run on `platform` in this process: all of them on a CPU that can build the
   direct kernel, all but `direct` elsewhere."""
-  return tuple(l for l in LOWERINGS if l != DIRECT or (platform == devices.CPU and direct.available()))
+  return tuple(l for l in LOWERINGS if l != DIRECT or (platform == devices_lib.CPU and direct.available()))

@@ -108,14 +108,15 @@ def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str
   return found
 
 
-def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu", outputs: int = 1) -> tuple[nn.Module, str]:
+def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu", outputs: int = 1,
+                 devices: int = 1) -> tuple[nn.Module, str]:
   """`cfg.name` built from its own `model.*` keys (checked by `config_problems`) with `outputs` logits per film
-  (one per target), and the convolution lowering it runs with on `platform` (`model.lowering`, resolved by
-  `jaxcxr.conv.resolve`; XLA's own for the backbones)."""
+  (one per target), and the convolution lowering it runs with on `platform` over `devices` devices
+  (`model.lowering`, resolved by `jaxcxr.conv.resolve`; XLA's own for the backbones)."""
   network = MODELS[cfg.name]
   fields = {k: v for k, v in cfg.to_dict().items() if k not in COMMON_KEYS}
   fields["dtype"], fields["outputs"] = DTYPES[cfg.dtype], outputs
   if not network.takes_conv:
     return network.build(**fields), conv.XLA
-  lowering = conv.resolve(fields.pop("lowering", conv.AUTO), platform)
+  lowering = conv.resolve(fields.pop("lowering", conv.AUTO), platform, devices=devices)
   return network.build(**fields, conv=conv.module(lowering)), lowering
