@@ -8,6 +8,8 @@ with exactly the batch an uninterrupted run would have seen next.
 """
 
 import collections
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -90,8 +92,25 @@ def train_iterator(ds: grain.MapDataset, num_threads: int, prefetch: int,
   """
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
   if worker_processes > 0:
-    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_processes))
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_processes),
+                              worker_init_fn=exit_with_parent)
   return iter(it_ds)
+
+
+def exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Runs first in each grain worker process: ends the worker once the training process is gone. A training
+  process killed with SIGKILL cannot stop its workers, which would live on, reparented, for good. The
+  parent is polled rather than asked to signal (PR_SET_PDEATHSIG follows the thread that started the worker,
+  which need not outlive it)."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(0.5)
+    os._exit(1)  # pylint: disable=protected-access  # nothing of the dead run's is left to clean up
+
+  threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class DevicePrefetcher:

@@ -120,7 +120,7 @@ def bench_loader(split: cache.CachedSplit, config, batches: int, augment: str, w
 def bench_training(root: pathlib.Path, workdir: pathlib.Path) -> dict:
   """A real CPU training run of the config on this folder; its summary has data wait and peak RSS."""
   command = runs.training_command(devices.CPU, workdir, runs.config_args(), f"--data_dir={root}")
-  subprocess.run(command, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.DEVNULL)
+  runs.run_child(command, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.DEVNULL)
   summary = json.loads((workdir / "summary.json").read_text())
   epoch = summary["epochs"][-1]
   return {"images": sum(summary["split_sizes"].values()), "train_steps": epoch["steps_timed"],

@@ -1,6 +1,9 @@
 """Training runs as child processes, for the measurements that time whole runs (speedup, data benchmark)."""
 
+import ctypes
 import os
+import signal
+import subprocess
 import sys
 
 from absl import flags
@@ -20,3 +23,23 @@ def training_command(platform: str, workdir: os.PathLike, config: list[str], *ex
   """The `python -m jaxcxr.main` command line of one training run; `extra` flags come last and win."""
   return [sys.executable, "-m", "jaxcxr.main", f"--platform={platform}", f"--workdir={os.path.abspath(workdir)}",
           *config, *extra]
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+  """In the child, before it runs: the kernel sends it SIGKILL when the measuring process dies (Linux), so a
+  killed speedup command leaves no training run behind, writing into the folders a rerun replaces."""
+  if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def run_child(command: list[str], *, pin_to_one_core: bool = False, **kwargs) -> subprocess.CompletedProcess:
+  """`subprocess.run(command, **kwargs)` for a training run that must not outlive this process; with
+  `pin_to_one_core`, the child also runs on the first core this process may use."""
+  def prepare():
+    _die_with_parent()
+    if pin_to_one_core:
+      os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  return subprocess.run(command, preexec_fn=prepare, **kwargs)  # pylint: disable=subprocess-popen-preexec-fn

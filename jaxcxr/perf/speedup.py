@@ -62,10 +62,6 @@ def claim_workdirs(out: pathlib.Path, platforms: list[str]) -> None:
                       "another --out")
 
 
-def _pin_to_one_core():
-  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-
-
 def run_platform(platform: str, out: pathlib.Path) -> dict:
   """Trains on one platform in a fresh process; returns its summary, or why it could not run."""
   if platform not in PLATFORMS:
@@ -87,8 +83,8 @@ def run_platform(platform: str, out: pathlib.Path) -> dict:
                         "intra_op_parallelism_threads=1").strip()
     command.append("--config.data.num_threads=1")
   print(f"[speedup] {platform}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-  result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=_pin_to_one_core if platform == "cpu1" else None)
+  result = runs.run_child(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          pin_to_one_core=platform == "cpu1")
   if result.returncode != 0:
     lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
     reason = lines[-1].removeprefix("error: ") if lines else f"exit {result.returncode}"
