@@ -33,6 +33,17 @@ def test_tiny_run_trains_on_the_gpu(tiny_config, tmp_path):
   assert devices.select_device("gpu") == GPU
 
 
+@pytest.mark.skipif(GPU is None or len(jax.devices("gpu")) < 2, reason="needs two or more GPUs")
+def test_data_parallel_over_every_gpu_trains_as_one(tiny_config, tmp_path):
+  every = devices.select_devices("gpu")[:8]  # 4 films a device: the tiny training split holds 60-70
+  tiny_config.train.batch_size = tiny_config.train.eval_batch_size = 4 * len(every)
+  one = train.train_and_evaluate(tiny_config, tmp_path / "one", every[:1])
+  all_of_them = train.train_and_evaluate(tiny_config, tmp_path / "all", every)
+  assert all_of_them["device"]["num_devices"] == len(every) and one["device"]["num_devices"] == 1
+  t = all_of_them["test"]
+  assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == all_of_them["split_sizes"]["test"]
+
+
 def test_bfloat16_step_on_the_gpu():
   model = models.PaperCNN(widths=(8, 16), convs_per_block=2, dense=(16,), dtype=jnp.bfloat16, conv=conv.module("xla"))
   state = jax.device_put(train_step.create_state(model, optax.adam(1e-3), image_size=32, seed=0), GPU)
