@@ -11,6 +11,7 @@ import pytest
 from jaxcxr import checkpoints, devices, train
 from jaxcxr.data import synthetic
 from jaxcxr.errors import UserError
+from tests.test_config import _override as override
 
 TIMING_KEYS = {"sec_per_epoch", "ms_per_step", "data_wait_fraction", "steps_timed"}
 CPU = devices.select_device("cpu")
@@ -130,11 +131,7 @@ def test_checkpoint_from_another_model_is_refused(straight, tiny_config):
                                        ("data.split_seed", 1), ("train.seed", 5)])
 def test_a_checkpoint_of_other_training_settings_is_refused(straight, tiny_config, key, value):
   workdir, _ = straight
-  group, name = key.rsplit(".", 1)
-  node = tiny_config
-  for part in group.split("."):
-    node = node[part]
-  node[name] = value
+  override(tiny_config, key, value)
   with pytest.raises(UserError, match=rf"run with other settings \(differs in {key}\), and resuming would mix"):
     _run(tiny_config, workdir)
 

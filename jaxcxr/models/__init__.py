@@ -67,6 +67,11 @@ MODELS = {
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 COMMON_KEYS = ("name", "dtype")
 
+
+def _own_fields(cfg: ml_collections.ConfigDict) -> dict:
+  """The `model.*` keys that belong to the chosen network (all but the common ones)."""
+  return {k: v for k, v in cfg.to_dict().items() if k not in COMMON_KEYS}
+
 __all__ = ["DTYPES", "MODELS", "PaperCNN", "config_problems", "create_model", "max_pool_2x2", "prepare_input"]
 
 
@@ -77,7 +82,7 @@ def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str
   if cfg.name not in MODELS:
     return [f"model.name={cfg.name!r} must be one of {', '.join(MODELS)}"]
   network = MODELS[cfg.name]
-  fields = {k: v for k, v in cfg.to_dict().items() if k not in COMMON_KEYS}
+  fields = _own_fields(cfg)
   foreign, missing = sorted(set(fields) - set(network.keys)), sorted(set(network.sizes) - set(fields))
   if foreign or missing:
     return [f"model.{', model.'.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not a key of "
@@ -114,7 +119,7 @@ def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu", outputs:
   (one per target), and the convolution lowering it runs with on `platform` over `devices` devices
   (`model.lowering`, resolved by `jaxcxr.conv.resolve`; XLA's own for the backbones)."""
   network = MODELS[cfg.name]
-  fields = {k: v for k, v in cfg.to_dict().items() if k not in COMMON_KEYS}
+  fields = _own_fields(cfg)
   fields["dtype"], fields["outputs"] = DTYPES[cfg.dtype], outputs
   if not network.takes_conv:
     return network.build(**fields), conv.XLA
