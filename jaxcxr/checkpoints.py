@@ -31,16 +31,26 @@ log = logging.getLogger(__name__)
 class Checkpointer:
   """Saves every so often, keeps the latest `keep`, and restores the newest checkpoint that loads."""
 
-  def __init__(self, directory: pathlib.Path, keep: int, signature: dict):
+  def __init__(self, directory: pathlib.Path, keep: int, signature: dict | None, read_only: bool = False):
+    """`signature=None` accepts any run's checkpoint; `read_only` (to apply a run, perhaps while it trains)
+    creates, cleans and deletes nothing: a damaged checkpoint is skipped, and left for its run to handle."""
     self.signature = signature
     self.directory = directory
+    self.read_only = read_only
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=True,
+        preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=not read_only, read_only=read_only,
         # A save killed mid-write leaves orbax's temporary folder; the workdir lock makes this run its only user.
-        cleanup_tmp_directories=True,
+        cleanup_tmp_directories=not read_only,
         # Synchronous: the state's buffers are donated to the next step right after a save.
         enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
+    quiet = logging.getLogger("absl")
+    level = quiet.level
+    if read_only:  # orbax warns that a read-only folder is read-only: here that is the point
+      quiet.setLevel(logging.ERROR)
+    try:
+      self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
+    finally:
+      quiet.setLevel(level)
 
   def save(self, state: Any, data_state: dict, history: list[dict]) -> None:
     step = int(state.step)
@@ -83,7 +93,7 @@ class Checkpointer:
 
   def _check_signature(self, step: int) -> dict:
     meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if meta["signature"] != self.signature:
+    if self.signature is not None and meta["signature"] != self.signature:
       diffs = sorted(k for k in set(meta["signature"]) | set(self.signature)
                      if meta["signature"].get(k) != self.signature.get(k))
       raise UserError(f"the checkpoint in {self.directory} was written by a run with other settings "
@@ -96,7 +106,8 @@ class Checkpointer:
     """(state, data_state, history) from the newest usable checkpoint, or None if there is none.
 
     A checkpoint that fails its checksums or to load is reported, deleted (so
-    the step can be saved again) and the previous one is tried.
+    the step can be saved again; only skipped when read-only) and the previous
+    one is tried.
     """
     steps = sorted(self.manager.all_steps(), reverse=True)
     for step in steps:
@@ -110,8 +121,9 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except  # any corruption: fall back, loudly.
         log.warning("checkpoint at step %d in %s is unreadable or damaged (%s: %s); falling back to the "
                     "previous one", step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
-        self.manager.delete(step)
-        self._digest_path(step).unlink(missing_ok=True)
+        if not self.read_only:
+          self.manager.delete(step)
+          self._digest_path(step).unlink(missing_ok=True)
         continue
       log.info("Resuming from the checkpoint at step %d in %s", step, self.directory)
       return restored["state"], restored["data"], meta["history"]

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 from jaxcxr import augment, input_pipeline, metrics, models, optim
 from jaxcxr.data import cache, datasets, images, nih
 from jaxcxr.errors import UserError
+from jaxcxr.report import tensorboard
 
 MIN_IMAGE_SIZE = 8
 
@@ -112,6 +113,9 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   found += [f"checkpoint.{key}={config.checkpoint[key]!r} must be at least {low}"
             for key, low in (("every_steps", 0), ("keep", 1)) if config.checkpoint[key] < low]
   found += models.config_problems(config.model, config.data.image_size)
+  if config.logging.tensorboard and not tensorboard.available():
+    found.append(f"logging.tensorboard=True needs the {tensorboard.PACKAGE} package: pip install "
+                 "'jaxcxr[tensorboard]', or leave logging.tensorboard off")
   return found
 
 

@@ -5,6 +5,7 @@
   python run.py --platform=gpu --data_dir=/data/nih --config=jaxcxr/configs/paper.py
   python run.py --config.train.epochs=3                # any config key can be overridden
   python run.py --mode=describe --data_dir=/data/nih   # what the dataset holds; no training
+  python run.py --mode=predict --workdir=runs/default-cpu --inputs=films/ scan.dcm --explain
 """
 
 import logging
@@ -37,8 +38,17 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, metric
 _PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder (or .npz file); absent = embedded "
                                  "synthetic default.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "describe"], "train: train, evaluate, report. "
-                          "describe: report what the dataset holds from its metadata, no training.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "describe", "predict"], "train: train, evaluate, report. "
+                          "describe: report what the dataset holds from its metadata, no training. "
+                          "predict: apply the --workdir run to --inputs.")
+_INPUTS = flags.DEFINE_multi_string("inputs", [], "predict: films (PNG, JPEG, DICOM), folders of films or globs; "
+                                    "paths after the flags are taken as inputs too.")
+_EXPLAIN = flags.DEFINE_bool("explain", False, "predict: also write a class activation map over each film "
+                             "(jaxcxr/explain.py).")
+_ON_BAD_IMAGE = flags.DEFINE_enum("on_bad_image", "error", ["error", "skip"], "predict: stop at an unreadable "
+                                  "film, or skip it and list it.")
+_OUTPUT_NAME = flags.DEFINE_string("output_name", None, "predict: writes RUN/predictions/<name>.csv; default: the "
+                                   "first input's name.")
 
 
 def _setup_logging() -> None:
@@ -82,16 +92,23 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv):
-  if len(argv) > 1:
+  if len(argv) > 1 and _MODE.value != "predict":  # a shell-expanded --inputs=*.png leaves paths behind
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from jaxcxr import config as config_lib  # pylint: disable=g-import-not-at-top
-  from jaxcxr import train  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast.
+  from jaxcxr import (
+    predict,  # pylint: disable=g-import-not-at-top
+    train,  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast.
+  )
   from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top
   from jaxcxr.fsutil import ensure_writable_dir, exclusive  # pylint: disable=g-import-not-at-top
   _setup_logging()
   config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
   workdir = _WORKDIR.value or f"runs/{config_name}-{_PLATFORM.value}"
   try:
+    if _MODE.value == "predict":  # the run's own config, not --config
+      predict.run(workdir, [*_INPUTS.value, *argv[1:]], _PLATFORM.value, _ON_BAD_IMAGE.value, _EXPLAIN.value,
+                  _OUTPUT_NAME.value)
+      return
     config = config_lib.from_flag(_CONFIG)
     config_lib.validate(config)  # before the device starts or any file is touched
     if _MODE.value == "describe":

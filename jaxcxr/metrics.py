@@ -182,3 +182,46 @@ def mean_auc_interval(labels: np.ndarray, scores: np.ndarray, patients: list[str
     draw = per_target_auc(labels[films][:, kept], scores[films][:, kept])
     means.append(np.nan if not kept or any(a is None for a in draw) else float(np.mean(draw)))
   return _percentile_interval(means, confidence)
+
+
+# --- Curves for the report: what a reader looks at, from the same labels and scores as the figures above. ---
+def _counts_above(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """For each candidate threshold (above every score, then each distinct score from the highest down), the
+  true and false positives of calling a film positive when its score is strictly above it."""
+  labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, np.float64)
+  candidates = np.concatenate([[np.inf], np.unique(scores)[::-1], [-np.inf]])
+  positives, everything = np.sort(scores[labels]), np.sort(scores)
+  tp = len(positives) - np.searchsorted(positives, candidates, side="right")
+  fp = len(everything) - np.searchsorted(everything, candidates, side="right") - tp
+  return candidates, tp, fp
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+  """(false positive rate, true positive rate) from (0, 0) to (1, 1); None with one class. Its trapezoid
+  area is `roc_auc` (ties fall on one segment, counting one half)."""
+  _, tp, fp = _counts_above(labels, scores)
+  if tp[-1] == 0 or fp[-1] == 0:
+    return None
+  return fp / fp[-1], tp / tp[-1]
+
+
+def precision_recall_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+  """(recall, precision) over every threshold that calls at least one film positive; None without positives."""
+  _, tp, fp = _counts_above(labels, scores)
+  called = (tp + fp) > 0
+  if tp[-1] == 0:
+    return None
+  return tp[called] / tp[-1], tp[called] / (tp[called] + fp[called])
+
+
+def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict:
+  """Calibration in equal-width probability bins: each non-empty bin's mean predicted probability, observed
+  fraction of positives and film count, and the expected calibration error (count-weighted |gap|)."""
+  labels, scores = np.asarray(labels, np.float64).ravel(), np.asarray(scores, np.float64).ravel()
+  which = np.minimum((scores * bins).astype(int), bins - 1)
+  counts = np.bincount(which, minlength=bins)
+  kept = counts > 0
+  predicted = np.bincount(which, weights=scores, minlength=bins)[kept] / counts[kept]
+  observed = np.bincount(which, weights=labels, minlength=bins)[kept] / counts[kept]
+  ece = float(np.sum(counts[kept] * np.abs(predicted - observed)) / max(len(scores), 1))
+  return {"predicted": predicted, "observed": observed, "counts": counts[kept], "ece": ece}

@@ -75,6 +75,14 @@ def plateau_learning_rate(cfg: ml_collections.ConfigDict, val_losses: Sequence[f
   return cfg.learning_rate * cfg.plateau_factor ** cuts
 
 
+def learning_rate(cfg: ml_collections.ConfigDict, total_steps: int, step: int, val_losses: Sequence[float]) -> float:
+  """The rate the optimizer applies at `step`, after these epochs' validation losses (what `plateau` decides
+  from; every other schedule is a function of the step alone)."""
+  if cfg.schedule == PLATEAU:
+    return plateau_learning_rate(cfg, val_losses)
+  return float(create_schedule(cfg, total_steps)(step))
+
+
 def after_epoch(cfg: ml_collections.ConfigDict, opt_state, val_losses: Sequence[float],
                 sharding: jax.sharding.Sharding):
   """The optimizer state for the next epoch: `plateau` sets its learning rate from the validation losses so

@@ -36,6 +36,20 @@ def emit_json(obj: dict, path: str | None) -> None:
     atomic_write_text(path, text + "\n")
 
 
+def write_config(workdir: pathlib.Path, config: dict) -> None:
+  """The config the run's checkpoints were written with, for whoever applies the run later (`predict`)."""
+  atomic_write_json(workdir / "config.json", config)
+
+
+def read_config(workdir: pathlib.Path) -> dict | None:
+  """The run's config: config.json, else (a run from before it was written) the finished run's summary."""
+  path = workdir / "config.json"
+  if path.is_file():
+    return json.loads(path.read_text())
+  summary = read_summary(workdir)
+  return summary["config"] if summary else None
+
+
 def read_summary(workdir: pathlib.Path) -> dict | None:
   path = workdir / "summary.json"
   return json.loads(path.read_text()) if path.is_file() else None
@@ -76,7 +90,7 @@ def summary_table(summary: dict) -> str:
   timing summary, as a small text table."""
   t = summary["test"]
   if "findings" in t:
-    return "\n".join(findings_table(t, summary["synthetic"]) + [_timing_line(summary)])
+    return "\n".join(findings_table(t, summary["synthetic"]) + _localisation_lines(summary) + [_timing_line(summary)])
   lines = [
       f"Test split ({t['tn'] + t['fp'] + t['fn'] + t['tp']} images)"
       f"{' [SYNTHETIC DATA]' if summary['synthetic'] else ''}",
@@ -94,8 +108,18 @@ def summary_table(summary: dict) -> str:
   else:  # a summary written before operating points existed
     lines.append("  " + "  ".join(f"{k} {_fmt(t[k])}" for k in metrics.METRICS))
   lines += [f"  note: {n}" for n in t["notes"]]
+  lines += _localisation_lines(summary)
   lines.append(_timing_line(summary))
   return "\n".join(lines)
+
+
+def _localisation_lines(summary: dict) -> list[str]:
+  found = summary.get("localisation")
+  if not found:
+    return []
+  n = found["films"]
+  return [f"Explanations: of {n} test films with one opacity, the map peaks inside it for "
+          + ", ".join(f"{k} ({k / n:.0%}) with {method}" for method, k in found["inside"].items())]
 
 
 def _timing_line(summary: dict) -> str:

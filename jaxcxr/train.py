@@ -21,18 +21,28 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcxr import augment, devices, input_pipeline, metrics, optim, reporting
+from jaxcxr import augment, devices, explain, input_pipeline, metrics, optim, predict, reporting
 from jaxcxr import config as config_lib
 from jaxcxr.checkpoints import Checkpointer
 from jaxcxr.data import datasets
 from jaxcxr.data.cache import CachedSplit
 from jaxcxr.errors import UserError
 from jaxcxr.fsutil import ensure_writable_dir, exclusive
-from jaxcxr.models import create_model, weights
+from jaxcxr.models import DTYPES, create_model, weights
 from jaxcxr.progress import Progress
-from jaxcxr.train_step import TrainState, batch_shapes, create_state, jit_steps, placed_shapes, zero_sums
+from jaxcxr.report import run_report, tensorboard
+from jaxcxr.train_step import (
+  TrainState,
+  batch_shapes,
+  create_state,
+  eval_variables,
+  jit_steps,
+  placed_shapes,
+  zero_sums,
+)
 
 log = logging.getLogger(__name__)
+PNEUMONIA = "Pneumonia"  # the finding the synthetic films' opacities stand for
 
 
 def is_time(step: int, every: int, total: int) -> bool:
@@ -67,7 +77,7 @@ def class_weights(split: CachedSplit, class_balance: str) -> tuple[float | list[
 # same global batch over more devices (to float rounding).
 RESUMABLE_ACROSS = ("data.workers", "data.num_threads", "data.worker_processes", "data.prefetch", "data.cache_dir",
                     "model.lowering", "train.log_step_times", "train.eval_batch_size", "train.num_devices", "eval.",
-                    "checkpoint.")
+                    "checkpoint.", "logging.")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -150,16 +160,17 @@ def _operating_point_report(cfg: ml_collections.ConfigDict, val_labels: np.ndarr
   return report
 
 
-def test_report(run: Run, state: TrainState) -> dict:
+def test_report(run: Run, state: TrainState) -> tuple[dict, np.ndarray]:
   """The test split at the operating point `eval.threshold` picks on validation, with bootstrap intervals:
-  for several targets, one such report per target (CheXNet's Table 2) and their mean AUROC."""
+  for several targets, one such report per target (CheXNet's Table 2) and their mean AUROC. Also the test
+  films' logits, for the run report."""
   cfg = run.config.eval
   val, test = run.splits["val"], run.splits["test"]
   # A fixed threshold needs no pass over the validation split.
   val_scores = _predict(run, state, val)[2] if metrics.needs_scores(cfg.threshold) else None
   _, logits, scores = _predict(run, state, test)
   if not test.targets:
-    return _operating_point_report(cfg, val.labels, val_scores, test.labels, logits, scores, test.patient_ids)
+    return _operating_point_report(cfg, val.labels, val_scores, test.labels, logits, scores, test.patient_ids), logits
   findings = {target: _operating_point_report(cfg, val.labels[:, k], None if val_scores is None else val_scores[:, k],
                                               test.labels[:, k], logits[:, k], scores[:, k], test.patient_ids)
               for k, target in enumerate(test.targets)}
@@ -172,7 +183,52 @@ def test_report(run: Run, state: TrainState) -> dict:
     report["mean_auc_interval"] = metrics.mean_auc_interval(test.labels, scores, test.patient_ids, cfg.bootstrap,
                                                             cfg.confidence, cfg.seed)
     report["interval_confidence"] = cfg.confidence
-  return report
+  return report, logits
+
+
+def _applied_model(run: Run, state: TrainState, summary: dict) -> predict.Model:
+  """The final network as `predict` applies it, on the run's devices, at the test report's operating points."""
+  config = run.config
+  targets = datasets.target_names(config.data)
+  thresholds, note = predict.operating_points(summary, targets, summary["step"])
+  return predict.Model(run.workdir, config, targets, thresholds, note, summary["step"],
+                       config.train.eval_batch_size or config.train.batch_size, eval_variables(state),
+                       state.apply_fn, DTYPES[config.model.dtype],
+                       functools.partial(jax.device_put, device=run.batch_sharding))
+
+
+def _write_report(run: Run, model: predict.Model, summary: dict, logits: np.ndarray) -> str:
+  """report.html for the finished run: the test split's curves and a gallery of its films explained by the
+  final network."""
+  split = run.splits["test"]
+  labels = split.labels.reshape(len(split), -1)
+  test = run_report.TestScores(model.targets, labels, predict.probability(logits), model.labels(logits),
+                               model.thresholds)
+  shown = run_report.gallery_target(test)
+  picks = run_report.gallery_picks(labels[:, shown], test.scores[:, shown], test.called[:, shown])
+  films = np.stack([split.images[i] for i, _ in picks]) if picks else np.zeros((0,) + split.images.shape[1:], np.uint8)
+  heatmaps = model.heatmaps(films, np.full(len(picks), shown))
+  gallery = [run_report.GalleryFilm(kind, film, heatmap, predict.caption(model, logits[i], shown))
+             for (i, kind), film, heatmap in zip(picks, films, heatmaps)]
+  return str(run_report.write(run.workdir, summary, test, gallery))
+
+
+def _localisation(run: Run, model: predict.Model, data_dir: str | None) -> dict | None:
+  """On the synthetic films: of the test films with one opacity, how many have their pneumonia map (each
+  `explain` method's) peak inside it."""
+  opacities = datasets.synthetic_opacities(run.config.data, data_dir, run.workdir)
+  if not opacities or PNEUMONIA not in model.targets:
+    return None
+  split = run.splits["test"]
+  single = [(i, opacities[name][0]) for i, name in enumerate(split.image_ids) if len(opacities.get(name, ())) == 1]
+  if not single:
+    return None
+  films = np.stack([split.images[i] for i, _ in single])
+  targets = np.full(len(single), model.targets.index(PNEUMONIA))
+  inside = {method: sum(explain.peak_inside(h, o, run.config.data.synthetic.image_size)
+                        for h, (_, o) in zip(model.heatmaps(films, targets, method), single))
+            for method in explain.METHODS}
+  return {"films": len(single), "inside": {method: int(n) for method, n in inside.items()}}
 
 
 def _check_finite(state: TrainState, last_good: int | None) -> None:
@@ -242,7 +298,7 @@ def _end_epoch(run: Run, epoch: _Epoch, state: TrainState, batches: input_pipeli
 
 
 def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: dict | None,
-         history: list[dict], ckpt: Checkpointer) -> tuple[TrainState, list[dict]]:
+         history: list[dict], ckpt: Checkpointer, scalars: tensorboard.Scalars | None) -> tuple[TrainState, list[dict]]:
   """Trains from `state.step` to the last step; returns the final state and the per-epoch history.
 
   One loop over steps. Periodic actions: an epoch's end (validation, a
@@ -290,6 +346,9 @@ def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: 
         ckpt.save(state, batches.state, history)
         reporting.write_history(run.workdir, history)
         log.info("%s", reporting.epoch_line(record))
+        if scalars:  # the rate this epoch trained with: decided by the epochs before it
+          scalars.epoch(record, optim.learning_rate(cfg.train, run.total_steps, done - 1,
+                                                    [r["val_loss"] for r in history[:-1]]))
         epoch = None
       elif is_time(done, cfg.checkpoint.every_steps, run.total_steps):
         _check_finite(state, ckpt.latest_step())
@@ -356,6 +415,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   compile_s = None
   try:
     restored = ckpt.restore(abstract)
+    # Once the checkpoints are known to be this config's: what `predict` rebuilds the network from.
+    reporting.write_config(workdir, config.to_dict())
     state, data_state, history = restored if restored else (_initial_state(config, init, sharding), None, [])
     if int(state.step) >= total:
       previous = reporting.read_summary(workdir)
@@ -369,17 +430,26 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
                int(state.step))
     else:
       step_fn, compile_s = _compile(run, state)
-      state, history = _fit(run, step_fn, state, data_state, history, ckpt)
+      scalars = tensorboard.Scalars(workdir / "tensorboard", int(state.step)) if config.logging.tensorboard else None
+      try:
+        state, history = _fit(run, step_fn, state, data_state, history, ckpt, scalars)
+      finally:
+        if scalars:
+          scalars.close()
   finally:
     ckpt.close()
   reporting.write_history(workdir, history)
-  test = test_report(run, state)
+  test, test_logits = test_report(run, state)
   summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s),
              "device": devices.describe(device, used), "lowering": lowering, "synthetic": data_dir is None,
              "pos_weight": pos_weight, "neg_weight": neg_weight, "split_sizes": {k: len(v) for k, v in splits.items()},
              "split_positives": {k: v.positives_per_target() if v.targets else v.num_positive
                                  for k, v in splits.items()},
+             "split_patients": {k: len(set(v.patient_ids)) for k, v in splits.items()},
              "epochs": history, "config": config.to_dict()}
+  model = _applied_model(run, state, summary)
+  summary["localisation"] = _localisation(run, model, data_dir)
   reporting.write_summary(workdir, summary)
   print(reporting.summary_table(summary))
+  log.info("Report: %s", _write_report(run, model, summary, test_logits.reshape(len(splits["test"]), -1)))
   return summary

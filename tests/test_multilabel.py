@@ -12,6 +12,7 @@ from jaxcxr import metrics, optim, reporting, train, train_step
 from jaxcxr.configs import chexnet, tiny
 from jaxcxr.data import cache, nih
 from jaxcxr.errors import UserError
+from tests import test_report
 from tests.test_train import _crash_then_resume, _final_state, _learning, _run
 
 
@@ -178,3 +179,12 @@ def test_the_chexnet_config_is_cheXnets_recipe():
   # The published mean is the mean of the published per-finding figures, which cover exactly the 14 findings.
   assert sorted(nih.CHEXNET_AUROC) == sorted(nih.FINDINGS)
   assert nih.CHEXNET_MEAN_AUROC == pytest.approx(np.mean(list(nih.CHEXNET_AUROC.values())), abs=5e-4)
+
+
+def test_a_multi_label_report_lists_every_finding_and_pools_calibration(multilabel_run):
+  _, workdir, _ = multilabel_run
+  page = (workdir / "report.html").read_text()
+  assert "CheXNet (2017)" in page and all(f"<td>{finding}</td>" in page for finding in nih.FINDINGS)
+  assert "every finding pooled" in page
+  assert 'alt="confusion matrix"' not in page  # one 2x2 matrix per finding would say less than the table
+  assert test_report.references(page) == []

@@ -80,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
   ev.confidence = 0.95
   ev.seed = 0
 
+  config.logging = logs = ml_collections.ConfigDict()
+  logs.tensorboard = False         # per-epoch scalars in <workdir>/tensorboard (pip install 'jaxcxr[tensorboard]')
+
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 100
   ckpt.keep = 3

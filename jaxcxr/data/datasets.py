@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 NIH = "nih"  # also the format of the embedded synthetic default
 READERS = {NIH: nih.read, "kermany": folders.read, "medmnist": medmnist.read}
 DATASETS = tuple(READERS)
+# What each logit of a run predicts, by name: NIH's findings, a class folder, MedMNIST's label 1.
+_TARGET_NAMES = {NIH: lambda d: nih.targets_of(d.target) or (d.target,), "kermany": lambda d: (d.positive_class,),
+                 "medmnist": lambda d: ("positive",)}
+
+
+def target_names(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The names of a run's targets, one per logit, from its config alone (no data read)."""
+  return _TARGET_NAMES[data_cfg.dataset](data_cfg)
 
 
 def cache_dir_for(data_cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
@@ -42,6 +50,15 @@ def resolve_source(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
   log.warning("No --data_dir given: using the embedded SYNTHETIC NIH-format dataset in %s. Its "
               "films are generated drawings, and its metrics say nothing about medicine.", root)
   return root
+
+
+def synthetic_opacities(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
+                        workdir: pathlib.Path) -> dict[str, list[tuple[float, float, float]]] | None:
+  """Where the embedded synthetic dataset's opacities are (`synthetic.read_opacities`); None for real data."""
+  if data_dir:
+    return None
+  spec = synthetic.SyntheticSpec(**data_cfg.synthetic.to_dict())
+  return synthetic.read_opacities(synthetic.dataset_folder(cache_dir_for(data_cfg, workdir), spec))
 
 
 def _readable(path: pathlib.Path) -> bool:

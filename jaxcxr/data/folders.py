@@ -5,7 +5,8 @@ so train and val are merged and re-split by patient; the test folder is kept
 as published (the paper's 624 films). Patient IDs are parsed from the file
 names (`person123_bacteria_456.jpeg` -> person123, `IM-0115-0001.jpeg` ->
 IM-0115, `NORMAL2-IM-0041-0001.jpeg` -> NORMAL2-IM-0041), falling back to the
-file name, which treats every film as its own patient.
+file name, which treats every film as its own patient. Films may be PNG,
+JPEG or DICOM (`.dcm`/`.dicom`, read by `dicom.read_film`).
 """
 
 import logging
@@ -14,12 +15,13 @@ import re
 
 import pandas as pd
 
+from jaxcxr.data import dicom
 from jaxcxr.data.splits import Examples, check_patient_disjoint, split_patients
 from jaxcxr.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", *dicom.DICOM_SUFFIXES)
 SPLIT_FOLDERS = ("train", "val", "test")
 _PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.IGNORECASE),
                      re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-\d+", re.IGNORECASE))

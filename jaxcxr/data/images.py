@@ -3,14 +3,20 @@
 Handles what the real releases contain: 8-bit grayscale PNG (most of NIH),
 RGB/RGBA PNG (~500 NIH films; luminance is kept, alpha dropped), 16-bit PNG
 (rescaled to 8 bits by its own range) and JPEG of any size (Kermany; decoded
-with draft mode so the JPEG decoder itself downscales by a power of two).
+with draft mode so the JPEG decoder itself downscales by a power of two), and
+DICOM as X-ray machines write it (`dicom.read_film`: modality and VOI LUT,
+the same stretch as a 16-bit PNG, MONOCHROME1 inverted). Every format then
+passes the same size checks and the same resize.
 """
 
+import functools
 import os
 import warnings
 
 import numpy as np
 from PIL import Image
+
+from jaxcxr.data import dicom
 
 ASPECT_MODES = ("pad", "crop")
 # A 1024x1024 film has 1M pixels and the largest Kermany JPEG ~8M; anything
@@ -29,11 +35,7 @@ class BadImageError(Exception):
 def _to_grayscale(img: Image.Image) -> Image.Image:
   """An 8-bit 'L' image; 16-bit and float images are stretched over their own range."""
   if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-    arr = np.asarray(img, dtype=np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    scaled = np.zeros(arr.shape, np.uint8) if hi <= lo else \
-        np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    return Image.fromarray(scaled)
+    return Image.fromarray(dicom.stretch_to_uint8(np.asarray(img)))
   # RGBA/LA: convert("L") computes ITU-R 601 luma from the colour channels and drops alpha.
   return img if img.mode == "L" else img.convert("L")
 
@@ -54,31 +56,56 @@ def _square(img: Image.Image, aspect: str) -> Image.Image:
 
 def load_film(path: str | os.PathLike, size: int, aspect: str = "pad") -> np.ndarray:
   """Decodes `path` and returns a (size, size) uint8 array; raises BadImageError on any bad file."""
+  return load_film_with_metadata(path, size, aspect)[0]
+
+
+def load_film_with_metadata(path: str | os.PathLike, size: int, aspect: str = "pad") -> tuple[np.ndarray, dict]:
+  """`load_film`'s array and what the file says of its pixels, for a prediction to record.
+
+  The metadata has `pixel_spacing_mm` ((row, column) in mm of the file's own pixels, before resizing),
+  `photometric` and `bits_stored`; all three are None for a PNG or JPEG, which carry none of them.
+  """
   if aspect not in ASPECT_MODES:
     raise ValueError(f"aspect must be one of {ASPECT_MODES}, got {aspect!r}")
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("error", Image.DecompressionBombWarning)
-      with Image.open(path) as img:
-        if img.width * img.height > MAX_PIXELS:
-          raise BadImageError(f"{path}: {img.width}x{img.height} pixels exceeds the "
-                              f"{MAX_PIXELS:,}-pixel limit (decompression bomb?)")
-        short, long = sorted(img.size)
-        if short < MIN_SIDE or long > MAX_ASPECT * short:
-          raise BadImageError(f"{path}: {img.width}x{img.height} pixels is not a chest film (each side at least "
-                              f"{MIN_SIDE} px, the longer at most {MAX_ASPECT:g}x the shorter)")
-        if img.format == "JPEG":
-          img.draft("L", (size, size))
-        img.load()
-        gray = _to_grayscale(img)
+    if dicom.is_dicom(path):
+      film, metadata = dicom.read_film(path, check_size=functools.partial(_check_size, path))
+      gray = Image.fromarray(film)
+    else:
+      gray, metadata = _decode(path, size), {"pixel_spacing_mm": None, "photometric": None, "bits_stored": None}
   except BadImageError:
     raise
+  except dicom.DicomError as e:
+    raise BadImageError(str(e)) from e
   except FileNotFoundError as e:
     raise BadImageError(f"{path}: file not found") from e
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
           Image.DecompressionBombWarning) as e:
     raise BadImageError(f"{path}: cannot decode ({e})") from e
-  return _fit(gray, size, aspect)
+  return _fit(gray, size, aspect), metadata
+
+
+def _decode(path: str | os.PathLike, size: int) -> Image.Image:
+  """A PNG or JPEG (anything PIL opens) as an 'L' image; JPEGs decoded at the smallest scale above `size`."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with Image.open(path) as img:
+      _check_size(path, img.width, img.height)
+      if img.format == "JPEG":
+        img.draft("L", (size, size))
+      img.load()
+      return _to_grayscale(img)
+
+
+def _check_size(path: str | os.PathLike, width: int, height: int) -> None:
+  """The limits every format passes before its pixels are decoded: no decompression bomb, nothing but a film."""
+  if width * height > MAX_PIXELS:
+    raise BadImageError(f"{path}: {width}x{height} pixels exceeds the "
+                        f"{MAX_PIXELS:,}-pixel limit (decompression bomb?)")
+  short, long = sorted((width, height))
+  if short < MIN_SIDE or long > MAX_ASPECT * short:
+    raise BadImageError(f"{path}: {width}x{height} pixels is not a chest film (each side at least "
+                        f"{MIN_SIDE} px, the longer at most {MAX_ASPECT:g}x the shorter)")
 
 
 def _fit(img: Image.Image, size: int, aspect: str) -> np.ndarray:

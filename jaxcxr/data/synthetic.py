@@ -25,6 +25,11 @@ HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient
           "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
 OTHER_FINDINGS = ("Effusion", "Atelectasis", "Nodule", "Pleural_Thickening", "Pneumothorax")
 MARKER = "SYNTHETIC.json"
+# 2: the folder holds opacities.csv (a folder written before it is regenerated beside it, the films unchanged).
+FORMAT_VERSION = 2
+# Where each pneumonia film's opacities are, in its own pixels: what an explanation's localisation is measured on.
+OPACITIES = "opacities.csv"
+OPACITY_HEADER = "Image Index,row,column,sigma"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +44,8 @@ class SyntheticSpec:
   seed: int = 0
 
   def fingerprint(self) -> str:
-    return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+    described = {**dataclasses.asdict(self), "format": FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _ellipse(xx, yy, cx, cy, rx, ry):
@@ -48,6 +54,13 @@ def _ellipse(xx, yy, cx, cy, rx, ry):
 
 def render_film(rng: np.random.Generator, size: int, pneumonia: bool) -> np.ndarray:
   """One chest-like film as float32 in [0, 1]: body, two dark lung fields, spine, ribs, noise."""
+  return render_film_with_opacities(rng, size, pneumonia)[0]
+
+
+def render_film_with_opacities(rng: np.random.Generator, size: int,
+                               pneumonia: bool) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+  """`render_film`, and where each opacity lies: (row, column, sigma) in the film's pixels, the Gaussian's
+  centre and width (the ground truth an explanation is checked against)."""
   yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j].astype(np.float32)
   shift_x, shift_y, scale = rng.normal(0, 0.04), rng.normal(0, 0.04), rng.uniform(0.9, 1.05)
   xx, yy = (xx - shift_x) / scale, (yy - shift_y) / scale
@@ -61,17 +74,21 @@ def render_film(rng: np.random.Generator, size: int, pneumonia: bool) -> np.ndar
     img[mask] = 0.2 + 0.04 * np.sin(yy[mask] * rng.uniform(24, 32))
     lungs.append((cx, cy, rx, ry))
   img[np.abs(xx) < 0.07] += 0.2
+  opacities = []
+  pixels_per_unit = (size - 1) / 2  # the grid spans [-1, 1] over `size` pixels
   if pneumonia:
     for _ in range(rng.integers(1, 4)):
       cx, cy, rx, ry = lungs[rng.integers(2)]
       bx, by = cx + rng.uniform(-0.5, 0.5) * rx, cy + rng.uniform(-0.5, 0.5) * ry
       sigma = rng.uniform(0.09, 0.18)
       img += rng.uniform(0.22, 0.35) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * sigma ** 2))
+      opacities.append((float((by * scale + shift_y + 1) * pixels_per_unit),
+                        float((bx * scale + shift_x + 1) * pixels_per_unit), float(sigma * scale * pixels_per_unit)))
   img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)
   img += rng.normal(0, 0.03, img.shape).astype(np.float32)
   blurred = Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8)).filter(
       ImageFilter.GaussianBlur(radius=size / 256))
-  return np.asarray(blurred, np.float32) / 255.0
+  return np.asarray(blurred, np.float32) / 255.0, opacities
 
 
 def _save_png(path: pathlib.Path, film: np.ndarray, kind: str) -> None:
@@ -86,8 +103,9 @@ def _save_png(path: pathlib.Path, film: np.ndarray, kind: str) -> None:
     Image.fromarray(gray8).save(path)
 
 
-def _patient_rows(rng: np.random.Generator, spec: SyntheticSpec, patient: int, images: pathlib.Path):
-  """Renders one patient's films and yields their metadata rows."""
+def _patient_rows(rng: np.random.Generator, spec: SyntheticSpec, patient: int, images: pathlib.Path,
+                  opacities: list[str]):
+  """Renders one patient's films and yields their metadata rows; appends their opacities' rows to `opacities`."""
   for follow_up in range(int(rng.integers(1, spec.max_images_per_patient + 1))):
     draw = rng.uniform()
     if draw < spec.pneumonia_fraction:
@@ -98,7 +116,9 @@ def _patient_rows(rng: np.random.Generator, spec: SyntheticSpec, patient: int, i
       labels = nih.NO_FINDING
     name = f"{patient:08d}_{follow_up:03d}.png"
     kind = rng.choice(["gray8", "rgba", "gray16"], p=[0.94, 0.03, 0.03])
-    _save_png(images / name, render_film(rng, spec.image_size, "Pneumonia" in labels), kind)
+    film, where = render_film_with_opacities(rng, spec.image_size, "Pneumonia" in labels)
+    _save_png(images / name, film, kind)
+    opacities += [f"{name},{row:.3f},{col:.3f},{sigma:.3f}" for row, col, sigma in where]
     view = "PA" if rng.uniform() < 0.6 else "AP"
     age, sex = int(rng.integers(1, 95)), rng.choice(["M", "F"])
     yield (f"{name},{labels},{follow_up},{patient},{age},{sex},{view},"
@@ -109,12 +129,13 @@ def write_dataset(root: pathlib.Path, spec: SyntheticSpec) -> None:
   """Writes metadata CSV (original-release form, trailing comma), images/ and the split lists."""
   rng = np.random.default_rng(spec.seed)
   (root / "images").mkdir(parents=True)
-  rows, patient_of = [], {}
+  rows, patient_of, opacities = [], {}, []
   for patient in range(1, spec.num_patients + 1):
-    for row in _patient_rows(rng, spec, patient, root / "images"):
+    for row in _patient_rows(rng, spec, patient, root / "images", opacities):
       rows.append(row)
       patient_of[row.split(",")[0]] = patient
   (root / "Data_Entry_2017.csv").write_text("\n".join([HEADER, *rows]) + "\n")
+  (root / OPACITIES).write_text("\n".join([OPACITY_HEADER, *opacities]) + "\n")
   test_patients = set(rng.permutation(np.arange(1, spec.num_patients + 1))[
       :int(round(spec.test_fraction * spec.num_patients))].tolist())
   names = sorted(patient_of)
@@ -125,9 +146,13 @@ def write_dataset(root: pathlib.Path, spec: SyntheticSpec) -> None:
   (root / MARKER).write_text(json.dumps({"synthetic": True, **dataclasses.asdict(spec)}, indent=2))
 
 
+def dataset_folder(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path:
+  return cache_dir / f"synthetic-nih-{spec.fingerprint()}"
+
+
 def ensure_dataset(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path:
   """Returns the generated dataset folder, generating it once (atomically) if it is not there yet."""
-  root = cache_dir / f"synthetic-nih-{spec.fingerprint()}"
+  root = dataset_folder(cache_dir, spec)
   if (root / MARKER).is_file():
     return root
   tmp = None
@@ -143,3 +168,15 @@ def ensure_dataset(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path
     if tmp is not None:
       shutil.rmtree(tmp, ignore_errors=True)
   return root
+
+
+def read_opacities(root: pathlib.Path) -> dict[str, list[tuple[float, float, float]]] | None:
+  """Each film's opacities (row, column, sigma in its pixels) from a generated dataset; None for any other."""
+  path = root / OPACITIES
+  if not path.is_file():
+    return None
+  out: dict[str, list[tuple[float, float, float]]] = {}
+  for line in path.read_text().splitlines()[1:]:
+    name, row, col, sigma = line.split(",")
+    out.setdefault(name, []).append((float(row), float(col), float(sigma)))
+  return out

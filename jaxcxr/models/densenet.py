@@ -10,7 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcxr.models.layers import torchvision_layers
+from jaxcxr.models.layers import explained_stage, torchvision_layers
 
 
 class DenseNetFeatures(nn.Module):
@@ -40,4 +40,4 @@ class DenseNetFeatures(nn.Module):
         x = conv(x.shape[-1] // 2, (1, 1), name=f"transition{b + 1}_conv")(x)
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
     x = nn.relu(norm(name="norm5")(x))
-    return jnp.mean(x, axis=(1, 2))
+    return jnp.mean(explained_stage(self, x), axis=(1, 2))

@@ -1,4 +1,5 @@
-"""Small pieces the networks share: the input scaling, the 2x2 max-pooling, and PyTorch-style layers."""
+"""Small pieces the networks share: the input scaling, the 2x2 max-pooling, PyTorch-style layers, and the mark
+on the feature map that explanations read."""
 
 import functools
 from typing import Any
@@ -38,3 +39,18 @@ def torchvision_layers(dtype: Any, train: bool) -> tuple[Any, Any]:
   conv = functools.partial(nn.Conv, use_bias=False, padding="VALID", dtype=dtype)
   norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
   return conv, norm
+
+
+# Where each network's last convolutional stage ends: the feature map class activation maps explain (`jaxcxr.explain`).
+EXPLAINED_STAGE = "last_conv_stage"
+
+
+def explained_stage(module: nn.Module, x: jax.Array) -> jax.Array:
+  """Marks `x` as the network's last convolutional feature map and returns it unchanged.
+
+  A no-op in training and evaluation. Applied with the `intermediates` collection mutable, the map is recorded;
+  given a `perturbations` collection, a zero is added to it there, so the gradient of a logit with respect to
+  that collection is the gradient with respect to the map (flax's `sow` and `perturb`).
+  """
+  module.sow("intermediates", EXPLAINED_STAGE, x)
+  return module.perturb(EXPLAINED_STAGE, x)

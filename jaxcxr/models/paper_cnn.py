@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcxr.models.classifier import logits_head
-from jaxcxr.models.layers import max_pool_2x2
+from jaxcxr.models.layers import explained_stage, max_pool_2x2
 
 ModuleDef = Any
 
@@ -35,6 +35,8 @@ class PaperCNN(nn.Module):
     for b, width in enumerate(self.widths):
       for c in range(self.convs_per_block):
         x = nn.relu(conv(width, name=f"conv{b}_{c}")(x))
+      if b == len(self.widths) - 1:  # before the last pooling: twice the resolution to explain with
+        x = explained_stage(self, x)
       x = max_pool_2x2(x)
     x = x.reshape((x.shape[0], -1))
     for d, units in enumerate(self.dense):

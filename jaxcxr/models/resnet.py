@@ -10,7 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcxr.models.layers import torchvision_layers
+from jaxcxr.models.layers import explained_stage, torchvision_layers
 
 ModuleDef = Any
 
@@ -79,4 +79,4 @@ class ResNetFeatures(nn.Module):
       for index in range(size):
         strides = 2 if stage > 0 and index == 0 else 1
         x = block(self.width * 2 ** stage, strides, conv, norm, name=f"layer{stage + 1}_{index}")(x)
-    return jnp.mean(x, axis=(1, 2))
+    return jnp.mean(explained_stage(self, x), axis=(1, 2))

@@ -14,8 +14,9 @@ step is timed after a sync; compile time is reported apart. The first
 platform listed is the reference: speedup = reference time / platform time.
 
 Writes to --out: report.md (paper Tables 3-5), speedup.json (everything, with
-devices, JAX version and FLOPs per step, counted here by `perf.flops`) and four
-PNG figures (Figures 5-8).
+devices, JAX version and FLOPs per step, counted here by `perf.flops`), four
+PNG figures drawn with matplotlib (Figures 5-8), and report.html: report.md's
+tables and the four figures inlined in one self-contained page.
 A platform that cannot run gets a row saying why; the command exits 0 when at
 least two platforms ran.
 """
@@ -34,9 +35,10 @@ from ml_collections import config_flags
 
 from jaxcxr import config as config_lib
 from jaxcxr.errors import UserError
-from jaxcxr.fsutil import atomic_write_json, atomic_write_text
-from jaxcxr.perf import plots, runs
+from jaxcxr.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from jaxcxr.perf import runs
 from jaxcxr.perf.flops import config_step_flops
+from jaxcxr.report import figures, html
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(pathlib.Path(__file__).parents[1] / "configs" / "default.py"),
@@ -121,72 +123,134 @@ def compare(results: list[dict]) -> dict:
   return out
 
 
-def _row(cells) -> str:
-  return "| " + " | ".join(str(c) for c in cells) + " |"
+# Each table once, as (header, rows) of formatted cells: report.md and report.html render the same rows.
+Table = tuple[list[str], list[list[object]]]
+# File name -> title: the files written beside report.md, listed in speedup.json's "figures".
+FIGURES = {"step_times.png": "Time per training step (paper Fig. 7)",
+           "epoch_times.png": "Time per epoch (paper Fig. 8)",
+           "loss.png": "Loss (paper Fig. 5)", "accuracy.png": "Accuracy (paper Fig. 6)"}
+TITLE = "CPU vs GPU training time"
+PLATFORMS_HEADING = "Platforms"
+EPOCHS_HEADING = "Time per epoch and per step (paper Table 5)"
+SPEEDUP_TEXT = ("Speedup over the reference (mean of per-step ratios, with their standard deviation; and the ratio "
+                "of mean epoch times):")
+CURVES_HEADING = "Loss and accuracy per epoch (paper Tables 3 and 4)"
+DIFFERENCE_TEXT = "Largest difference from the reference over epochs:"
 
 
-def markdown(results: list[dict], comparison: dict) -> str:
-  ran = [r for r in results if r["ran"]]
-  lines = ["# CPU vs GPU training time", "", "## Platforms", "",
-           _row(["platform", "device", "cores", "conv lowering", "compile s", "median ms/step", "mean s/epoch",
-                 "FLOPs/step", "status"]),
-           _row(["---"] * 9)]
+def platforms_table(results: list[dict], comparison: dict) -> Table:
+  header = ["platform", "device", "cores", "conv lowering", "compile s", "median ms/step", "mean s/epoch",
+            "FLOPs/step", "status"]
+  rows = []
   for r in results:
     if r["ran"]:
       c = comparison["platforms"][r["platform"]]
       flops = r["timing"].get("flops_per_step")
-      lines.append(_row([r["platform"], r["device"]["device_kind"], r["device"]["host_cores"], r["lowering"],
-                         f"{r['timing']['compile_s']:.2f}",
-                         f"{c['median_ms_per_step']:.2f}", f"{c['mean_sec_per_epoch']:.2f}",
-                         f"{flops:.3g}" if flops else "n/a", "ran"]))
+      rows.append([r["platform"], r["device"]["device_kind"], r["device"]["host_cores"], r["lowering"],
+                   f"{r['timing']['compile_s']:.2f}", f"{c['median_ms_per_step']:.2f}",
+                   f"{c['mean_sec_per_epoch']:.2f}", f"{flops:.3g}" if flops else "n/a", "ran"])
     else:
-      lines.append(_row([r["platform"], *["-"] * 7, f"not run: {r['reason']}"]))
-  if not ran:
-    return "\n".join(lines) + "\n"
-  ref = comparison["reference"]
-  lines += ["", f"## Time per epoch and per step (paper Table 5); reference: {ref}", ""]
+      rows.append([r["platform"], *["-"] * 7, f"not run: {r['reason']}"])
+  return header, rows
+
+
+def epochs_table(ran: list[dict]) -> Table:
+  """Paper Table 5: seconds per epoch and per step, one row per epoch."""
   header = ["epoch"] + [f"{r['platform']} {k}" for r in ran for k in ("s/epoch", "s/step")]
-  lines += [_row(header), _row(["---"] * len(header))]
-  for i in range(len(ran[0]["epochs"])):
-    cells = [i + 1]
-    for r in ran:
-      e = r["epochs"][i]
-      cells += [f"{e['sec_per_epoch']:.3f}", f"{e['sec_per_epoch'] / e['steps_timed']:.4f}"]
-    lines.append(_row(cells))
-  lines += ["", "Speedup over the reference (mean of per-step ratios, with their standard deviation; and "
-            "the ratio of mean epoch times):", ""]
-  for name, c in comparison["platforms"].items():
-    lines.append(f"- **{name}**: {c['speedup_mean']:.2f}x +/- {c['speedup_std_over_steps']:.2f} per step, "
-                 f"{c['speedup_epoch_time']:.2f}x per epoch")
-  lines += ["", "## Loss and accuracy per epoch (paper Tables 3 and 4)", ""]
+  rows = [[i + 1] + [cell for r in ran for e in [r["epochs"][i]]
+                     for cell in (f"{e['sec_per_epoch']:.3f}", f"{e['sec_per_epoch'] / e['steps_timed']:.4f}")]
+          for i in range(len(ran[0]["epochs"]))]
+  return header, rows
+
+
+def speedups_table(comparison: dict) -> Table:
+  header = ["platform", "speedup per step", "std over steps", "speedup per epoch"]
+  rows = [[name, f"{c['speedup_mean']:.2f}x", f"{c['speedup_std_over_steps']:.2f}", f"{c['speedup_epoch_time']:.2f}x"]
+          for name, c in comparison["platforms"].items()]
+  return header, rows
+
+
+def curves_table(ran: list[dict]) -> Table:
+  """Paper Tables 3 and 4: every platform's loss and accuracy side by side, one row per epoch."""
   header = ["epoch"] + [f"{r['platform']} {c}" for c in CURVES for r in ran]
-  lines += [_row(header), _row(["---"] * len(header))]
-  for i in range(len(ran[0]["epochs"])):
-    lines.append(_row([i + 1] + [f"{r['epochs'][i][c]:.4f}" for c in CURVES for r in ran]))
-  lines += ["", "Largest difference from the reference over epochs:", ""]
-  for name, c in comparison["platforms"].items():
-    if name != ref:
-      lines.append(f"- **{name}**: " + ", ".join(f"{k} {v:.2e}" for k, v in c["max_abs_difference"].items()))
+  rows = [[i + 1] + [f"{r['epochs'][i][c]:.4f}" for c in CURVES for r in ran] for i in range(len(ran[0]["epochs"]))]
+  return header, rows
+
+
+def differences_table(comparison: dict) -> Table:
+  header = ["platform", *CURVES]
+  rows = [[name, *(f"{c['max_abs_difference'][k]:.2e}" for k in CURVES)]
+          for name, c in comparison["platforms"].items() if name != comparison["reference"]]
+  return header, rows
+
+
+def _markdown_table(table: Table) -> list[str]:
+  header, rows = table
+  return ["| " + " | ".join(str(c) for c in cells) + " |" for cells in [header, ["---"] * len(header), *rows]]
+
+
+def markdown(results: list[dict], comparison: dict) -> str:
+  lines = [f"# {TITLE}", "", f"## {PLATFORMS_HEADING}", "", *_markdown_table(platforms_table(results, comparison))]
+  ran = [r for r in results if r["ran"]]
+  if ran:
+    lines += ["", f"## {EPOCHS_HEADING}; reference: {comparison['reference']}", "",
+              *_markdown_table(epochs_table(ran)), "", SPEEDUP_TEXT, ""]
+    lines += [f"- **{name}**: {step} +/- {std} per step, {epoch} per epoch"
+              for name, step, std, epoch in speedups_table(comparison)[1]]
+    lines += ["", f"## {CURVES_HEADING}", "", *_markdown_table(curves_table(ran)), "", DIFFERENCE_TEXT, ""]
+    header, rows = differences_table(comparison)
+    lines += [f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in zip(header[1:], cells)) for name, *cells in rows]
   return "\n".join(lines) + "\n"
 
 
-def figures(results: list[dict], out: pathlib.Path) -> list[str]:
+def html_report(results: list[dict], comparison: dict, pngs: dict[str, bytes]) -> str:
+  """report.md's tables and the figures in one page that opens offline; a platform that did not run says why."""
+  notes = [html.paragraph(f"{r['platform']} did not run: {r['reason']}", note=True) for r in results if not r["ran"]]
+  sections = [(PLATFORMS_HEADING, [html.table(*platforms_table(results, comparison)), *notes])]
+  ran = [r for r in results if r["ran"]]
+  if ran:
+    sections += [
+        (f"{EPOCHS_HEADING}; reference: {comparison['reference']}",
+         [html.table(*epochs_table(ran)), html.paragraph(SPEEDUP_TEXT), html.table(*speedups_table(comparison))]),
+        (CURVES_HEADING, [html.table(*curves_table(ran)), html.paragraph(DIFFERENCE_TEXT),
+                          html.table(*differences_table(comparison))])]
+  if pngs:
+    sections.append(("Figures", [html.image(data, alt=FIGURES[name], caption=FIGURES[name])
+                                 for name, data in pngs.items()]))
+  return html.page(TITLE, sections)
+
+
+def draw_figures(results: list[dict]) -> dict[str, bytes]:
+  """Paper Figures 5-8 as PNG bytes by file name: written beside report.md and inlined into report.html. The time
+  figures switch to decades when platforms are far apart (a GPU beside one CPU core)."""
   ran = [r for r in results if r["ran"]]
   steps = {r["platform"]: ([i + 1 for i in range(len(s))], s)
            for r in ran for s in [[t for e in r["epochs"] for t in e["step_ms"]]]}
   epochs = {r["platform"]: ([e["epoch"] for e in r["epochs"]], [e["sec_per_epoch"] for e in r["epochs"]])
             for r in ran}
-  for name, title, xlabel, unit, series in (
-      ("step_times.png", "Time per training step (paper Fig. 7)", "step", "ms", steps),
-      ("epoch_times.png", "Time per epoch (paper Fig. 8)", "epoch", "s", epochs)):
-    log_y = plots.needs_log_axis(series)
-    plots.line_chart(out / name, title, xlabel, f"{unit} (log scale)" if log_y else unit, series, log_y=log_y)
-  for metric, title in (("loss", "Loss (paper Fig. 5)"), ("accuracy", "Accuracy (paper Fig. 6)")):
+  pngs = {"step_times.png": figures.line_chart(FIGURES["step_times.png"], "step", "ms", steps),
+          "epoch_times.png": figures.line_chart(FIGURES["epoch_times.png"], "epoch", "s", epochs)}
+  for metric in ("loss", "accuracy"):  # linear: platforms are compared by the curves' differences, not ratios
     series = {f"{r['platform']} {split}": ([e["epoch"] for e in r["epochs"]],
                                            [e[f"{split}_{metric}"] for e in r["epochs"]])
               for r in ran for split in ("train", "val")}
-    plots.line_chart(out / f"{metric}.png", title, "epoch", metric, series)
-  return ["step_times.png", "epoch_times.png", "loss.png", "accuracy.png"]
+    pngs[f"{metric}.png"] = figures.line_chart(FIGURES[f"{metric}.png"], "epoch", metric, series, log_y=False)
+  return pngs
+
+
+def write_report(out: pathlib.Path, report: dict) -> str:
+  """Writes the figures, speedup.json (`report` with the figures' names), report.md and report.html from
+  `report`'s results and comparison; returns report.md's text."""
+  results, comparison = report["results"], report["comparison"]
+  pngs = draw_figures(results) if comparison else {}
+  for name, data in pngs.items():
+    atomic_write_bytes(out / name, data)
+  report["figures"] = list(pngs)
+  atomic_write_json(out / "speedup.json", report)
+  text = markdown(results, comparison)
+  atomic_write_text(out / "report.md", text)
+  html.write(out / "report.html", html_report(results, comparison, pngs))
+  return text
 
 
 def main(argv):
@@ -211,10 +275,7 @@ def main(argv):
   report = {"config": config_flags.get_config_filename(config_flag),
             "overrides": config_flags.get_override_values(config_flag), "data_dir": _DATA_DIR.value,
             "results": results, "comparison": comparison}
-  report["figures"] = figures(results, out) if comparison else []
-  atomic_write_json(out / "speedup.json", report)
-  atomic_write_text(out / "report.md", markdown(results, comparison))
-  print(markdown(results, comparison))
+  print(write_report(out, report))
   ran = sum(r["ran"] for r in results)
   if ran < 2:
     sys.exit(f"error: only {ran} platform(s) ran (see {out / 'report.md'}); the comparison needs two")

@@ -1,0 +1,147 @@
+"""Reading one DICOM chest film (what X-ray machines and PACS write) into the grey uint8 array every film becomes.
+
+Only single-frame greyscale images are films: a structured report (no pixels), a multi-frame series, a colour
+image or an exotic bit depth is refused in one line naming the file, never decoded into something else. The
+pixels go through the file's own modality LUT (RescaleSlope/Intercept) and VOI LUT or window, as a viewer shows
+them, are stretched over their own range exactly as a 16-bit PNG is, and MONOCHROME1 is inverted so that bone
+is bright in every film. A compressed transfer syntax whose plugin is not installed names the `pip install`
+that pydicom itself lists for it.
+"""
+
+import os
+import pathlib
+import shlex
+import struct
+from collections.abc import Callable
+
+import numpy as np
+import pydicom
+import pydicom.errors
+import pydicom.pixels
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+GREY_PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
+MIN_BITS, MAX_BITS = 8, 16
+_MAGIC_OFFSET, _MAGIC = 128, b"DICM"
+_REQUIRED = ("Rows", "Columns", "BitsStored", "PhotometricInterpretation")
+# What pydicom raises on a file it cannot parse or pixels it cannot decode; anything else is a bug, not a bad file.
+_PYDICOM_ERRORS = (pydicom.errors.InvalidDicomError, EOFError, struct.error, ValueError, KeyError, TypeError,
+                   AttributeError, NotImplementedError, RuntimeError)
+
+
+class DicomError(Exception):
+  """One DICOM file that cannot be a film; the message starts with the path and says why in one line."""
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+  """By suffix or by the `DICM` magic at byte 128, since PACS exports often have no suffix at all."""
+  if pathlib.Path(path).suffix.lower() in DICOM_SUFFIXES:
+    return True
+  try:
+    with open(path, "rb") as f:
+      head = f.read(_MAGIC_OFFSET + len(_MAGIC))
+  except OSError:
+    return False
+  return head[_MAGIC_OFFSET:] == _MAGIC
+
+
+def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+  """`round((v - lo) * 255 / (hi - lo))` over the array's own range, zeros when flat.
+
+  The one rule for every film deeper than 8 bits (16-bit PNG and DICOM alike), so the same pixels give the same
+  film whichever format carried them.
+  """
+  arr = np.asarray(values, dtype=np.float64)
+  lo, hi = float(arr.min()), float(arr.max())
+  if hi <= lo:
+    return np.zeros(arr.shape, np.uint8)
+  return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def read_film(path: str | os.PathLike,
+              check_size: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
+  """A 2-D uint8 film and its metadata (`pixel_spacing_mm`, `photometric`, `bits_stored`); DicomError if unusable.
+
+  `check_size(width, height)` runs on the header's Rows and Columns before any pixel is decoded, so that a
+  caller's size limits refuse a decompression bomb without decompressing it.
+  """
+  try:
+    ds = pydicom.dcmread(path)
+  except pydicom.errors.InvalidDicomError as e:
+    raise DicomError(f"{path}: not a DICOM file (no 'DICM' header at byte 128)") from e
+  except (EOFError, struct.error, ValueError, KeyError, TypeError) as e:
+    raise DicomError(f"{path}: cannot parse the DICOM header ({e})") from e
+  _check_header(path, ds)
+  if check_size is not None:
+    check_size(int(ds.Columns), int(ds.Rows))
+  _check_decoder(path, ds)
+  try:
+    values = pydicom.pixels.apply_modality_lut(ds.pixel_array, ds)
+    values = pydicom.pixels.apply_voi_lut(values, ds)
+  except _PYDICOM_ERRORS as e:
+    raise DicomError(f"{path}: cannot decode its pixel data ({e})") from e
+  film = stretch_to_uint8(values)
+  photometric = str(ds.PhotometricInterpretation)
+  if photometric == "MONOCHROME1":  # low values are white: invert so that bone is bright as in MONOCHROME2
+    film = 255 - film
+  return film, {"pixel_spacing_mm": _pixel_spacing(ds), "photometric": photometric,
+                "bits_stored": int(ds.BitsStored)}
+
+
+def _check_header(path, ds: pydicom.Dataset) -> None:
+  """Refuses, from the header alone, every file whose pixels would not be one grey film."""
+  if "PixelData" not in ds:
+    if "Rows" in ds:
+      raise DicomError(f"{path}: ends before its pixel data (a truncated file?)")
+    raise DicomError(f"{path}: has no pixel data (a DICOM without an image, e.g. a structured report)")
+  missing = [k for k in _REQUIRED if ds.get(k) in (None, "")]
+  if missing:
+    raise DicomError(f"{path}: lacks {', '.join(missing)}, which its pixels cannot be read without")
+  frames = int(ds.get("NumberOfFrames") or 1)
+  if frames > 1:
+    raise DicomError(f"{path}: is a multi-frame DICOM ({frames} frames); export the frame you want as its own file")
+  photometric = str(ds.PhotometricInterpretation)
+  samples = int(ds.get("SamplesPerPixel") or 1)
+  if samples != 1 or photometric not in GREY_PHOTOMETRICS:
+    raise DicomError(f"{path}: photometric interpretation {photometric} with {samples} sample(s) per pixel is not "
+                     f"a grey film (expected {' or '.join(GREY_PHOTOMETRICS)}, 1 sample)")
+  bits = int(ds.BitsStored)
+  if not MIN_BITS <= bits <= MAX_BITS:
+    raise DicomError(f"{path}: {bits} bits stored per pixel, where a film has {MIN_BITS} to {MAX_BITS}")
+
+
+def _check_decoder(path, ds: pydicom.Dataset) -> None:
+  """A transfer syntax that needs an absent plugin, named with the installs pydicom lists for it."""
+  syntax = ds.file_meta.get("TransferSyntaxUID")
+  if syntax is None:
+    raise DicomError(f"{path}: its file meta information has no TransferSyntaxUID")
+  try:
+    decoder = pydicom.pixels.get_decoder(syntax)
+  except NotImplementedError as e:
+    raise DicomError(f"{path}: pydicom has no pixel data decoder for {syntax.name} ({syntax})") from e
+  if decoder.is_available:
+    return
+  installs = _pip_installs(decoder.missing_dependencies)
+  fix = "; or ".join(installs) if installs else "; ".join(decoder.missing_dependencies) or "no plugin known"
+  raise DicomError(f"{path}: its pixels are compressed as {syntax.name} ({syntax}), which no installed plugin "
+                   f"decodes: {fix}")
+
+
+def _pip_installs(missing: list[str]) -> list[str]:
+  """`pip install ...` per plugin, from pydicom's own 'label - requires a, b and c' strings (not a copy of them)."""
+  installs = []
+  for line in missing:
+    _, sep, requires = line.partition(" - requires ")
+    if sep:
+      packages = requires.replace(" and ", ", ").split(", ")
+      installs.append("pip install " + " ".join(shlex.quote(p) for p in packages))
+  return installs
+
+
+def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+  """(row, column) spacing in mm: PixelSpacing, else the detector's ImagerPixelSpacing; None when neither."""
+  for key in ("PixelSpacing", "ImagerPixelSpacing"):
+    value = ds.get(key)
+    if value is not None and len(value) == 2:
+      return float(value[0]), float(value[1])
+  return None

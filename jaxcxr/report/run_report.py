@@ -1,0 +1,210 @@
+"""`RUN/report.html`: what a training run did and how well its network does, on one page.
+
+The run's config and data, its per-epoch curves, the test split's ROC and precision-recall curves with the
+operating point, confusion matrix, calibration, timing, and a gallery of the most confident right and wrong
+test films with their class activation maps. Everything comes from the summary the run wrote and the test split's
+labels and scores; nothing is recomputed here but the curves (`jaxcxr.metrics`).
+"""
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from jaxcxr import explain, metrics
+from jaxcxr.data import nih
+from jaxcxr.report import figures, html
+
+CHART_WIDTH = 470  # px on the page: two charts side by side
+CHART_SIZE = (5.0, 3.6)  # inches of a per-epoch chart, drawn near the size it is shown at
+# The gallery's four kinds of film, in the order shown, and how each is picked from the test split.
+KINDS = ("true positive", "false positive", "false negative", "true negative")
+
+
+@dataclasses.dataclass(frozen=True)
+class TestScores:
+  """The test split as the report draws it: one column per target."""
+  targets: tuple[str, ...]
+  labels: np.ndarray      # (N, targets) 0/1
+  scores: np.ndarray      # (N, targets) probabilities
+  called: np.ndarray      # (N, targets) 0/1 at each target's operating point
+  thresholds: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryFilm:
+  kind: str
+  film: np.ndarray     # (S, S) uint8, as the network saw it
+  heatmap: np.ndarray  # (S, S) class activation map in [0, 1]
+  caption: str
+
+
+def gallery_picks(labels: np.ndarray, scores: np.ndarray, called: np.ndarray,
+                  per_kind: int = 2) -> list[tuple[int, str]]:
+  """(index, kind) of the test films to show: of each kind, the `per_kind` the network was surest of (highest
+  scores among those called positive, lowest among those called negative)."""
+  labels, called = labels.astype(bool), called.astype(bool)
+  picks = []
+  for kind, mask, surest_first in zip(KINDS, (labels & called, ~labels & called, labels & ~called, ~labels & ~called),
+                                      (-scores, -scores, scores, scores)):
+    chosen = np.flatnonzero(mask)
+    picks += [(int(i), kind) for i in chosen[np.argsort(surest_first[chosen], kind="stable")][:per_kind]]
+  return picks
+
+
+def gallery_target(test: TestScores) -> int:
+  """Which target the gallery explains: the only one, or the finding with the most test positives."""
+  return int(np.argmax(test.labels.sum(axis=0)))
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+  return "n/a" if value is None else format(value, spec)
+
+
+def _interval(intervals: dict | None, key: str) -> str:
+  bounds = (intervals or {}).get(key)
+  return f"[{_fmt(bounds[0])}, {_fmt(bounds[1])}]" if bounds else ""
+
+
+def _run_section(workdir: pathlib.Path, summary: dict) -> list[str]:
+  config = summary["config"]
+  return [html.paragraph(f"Trained to step {summary['step']} in {workdir}: model.name={config['model']['name']}, "
+                         f"data.dataset={config['data']['dataset']}, data.target={config['data']['target']}, "
+                         f"{config['data']['image_size']} px."),
+          html.folded("the whole config", html.preformatted(json.dumps(config, indent=2, sort_keys=True)))]
+
+
+def _data_section(summary: dict, targets: tuple[str, ...]) -> list[str]:
+  parts = []
+  if summary["synthetic"]:
+    parts.append(html.paragraph("SYNTHETIC DATA: the embedded generated films, not radiographs; these figures say "
+                                "nothing about medicine.", note=True))
+  positives = summary["split_positives"]
+  multi = len(targets) > 1
+  rows = [[name, summary["split_sizes"][name], summary.get("split_patients", {}).get(name, "n/a"),
+           "see below" if multi else positives[name]] for name in summary["split_sizes"]]
+  parts.append(html.table(["split", "films", "patients", "positive films"], rows))
+  if multi:
+    parts.append(html.table(["finding", *summary["split_sizes"]],
+                            [[t, *(positives[s][t] for s in summary["split_sizes"])] for t in targets]))
+  return parts
+
+
+def _curves_section(history: list[dict]) -> list[str]:
+  epochs = [r["epoch"] for r in history]
+  if not epochs:
+    return [html.paragraph("No epoch was trained in this process (the run was already complete).")]
+  pngs = [figures.line_chart("Loss per epoch", "epoch", "loss", {
+              "train": (epochs, [r["train_loss"] for r in history]), "val": (epochs, [r["val_loss"] for r in history])},
+                             log_y=False, size=CHART_SIZE),
+          figures.line_chart("Accuracy per epoch", "epoch", "accuracy", {
+              "train": (epochs, [r["train_accuracy"] for r in history]),
+              "val": (epochs, [r["val_accuracy"] for r in history])}, log_y=False, size=CHART_SIZE),
+          figures.line_chart("Validation AUROC per epoch", "epoch", "AUROC", {
+              "val": (epochs, [r["val_auc"] for r in history])}, log_y=False, size=CHART_SIZE)]
+  names = ("loss per epoch", "accuracy per epoch", "validation AUROC per epoch")
+  return [html.image(p, n, n, width=CHART_WIDTH) for p, n in zip(pngs, names)]
+
+
+def _test_table(t: dict, targets: tuple[str, ...]) -> str:
+  if "findings" not in t:
+    return html.table(["metric", "value", "interval"], [[k, _fmt(t[k]), _interval(t.get("intervals"), k)]
+                                                        for k in metrics.METRICS])
+  rows = [[name, _fmt(t["findings"][name]["auc"]), _interval(t["findings"][name].get("intervals"), "auc"),
+           t["findings"][name]["tp"] + t["findings"][name]["fn"], _fmt(nih.CHEXNET_AUROC.get(name))]
+          for name in targets]
+  interval = t.get("mean_auc_interval")
+  rows.append([f"mean ({t['mean_auc_over']} findings)", _fmt(t["mean_auc"]),
+               f"[{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else "", "", _fmt(nih.CHEXNET_MEAN_AUROC)])
+  return html.table(["finding", "AUROC", "interval", "positives", "CheXNet (2017)"], rows)
+
+
+def _test_section(summary: dict, test: TestScores) -> list[str]:
+  t = summary["test"]
+  confidence = t.get("interval_confidence")
+  parts = [html.paragraph(f"{len(test.labels)} test films; operating point chosen on validation "
+                          f"(eval.threshold={summary['config']['eval']['threshold']})"
+                          + (f"; {confidence:.0%} intervals over patient resamples." if confidence else ".")),
+           _test_table(t, test.targets)]
+  parts += [html.paragraph(f"note: {n}", note=True) for n in t["notes"]]
+  curves, pr_curves, points, pr_points, prevalence = {}, {}, {}, {}, {}
+  for k, name in enumerate(test.targets):
+    roc, pr = metrics.roc_curve(test.labels[:, k], test.scores[:, k]), \
+        metrics.precision_recall_curve(test.labels[:, k], test.scores[:, k])
+    auc = metrics.roc_auc(test.labels[:, k], test.scores[:, k])
+    label = f"{name} (AUROC {_fmt(auc, '.3f')})"
+    tn, fp, fn, tp = metrics.confusion(test.labels[:, k], test.called[:, k])
+    if roc is not None:
+      curves[label] = roc
+      points[label] = (fp / (fp + tn), tp / (tp + fn))
+    if pr is not None:
+      pr_curves[label], prevalence[label] = pr, float(test.labels[:, k].mean())
+      if tp + fp:
+        pr_points[label] = (tp / (tp + fn), tp / (tp + fp))
+  if curves:
+    parts.append(html.image(figures.roc(curves, points), "ROC curves", "ROC on the test split; the dot is the "
+                            "operating point chosen on validation.", width=CHART_WIDTH))
+  if pr_curves:
+    parts.append(html.image(figures.precision_recall(pr_curves, prevalence, pr_points), "precision-recall curves",
+                            "Precision against recall on the test split.", width=CHART_WIDTH))
+  if len(test.targets) == 1:
+    tn, fp, fn, tp = metrics.confusion(test.labels[:, 0], test.called[:, 0])
+    parts.append(html.image(figures.confusion(tn, fp, fn, tp, test.targets[0], test.thresholds[0]),
+                            "confusion matrix", "Counts at the operating point (row shares in brackets).",
+                            width=CHART_WIDTH))
+  calibration = metrics.reliability(test.labels, test.scores)
+  pooled = " (every finding pooled)" if len(test.targets) > 1 else ""
+  parts.append(html.image(figures.reliability(calibration["predicted"], calibration["observed"],
+                                              calibration["counts"], calibration["ece"], "Calibration, test split"
+                                              + pooled), "reliability diagram",
+                          "Observed fraction of positives against the predicted probability, in ten bins.",
+                          width=CHART_WIDTH))
+  return parts
+
+
+def _timing_section(summary: dict) -> list[str]:
+  timing, device = summary["timing"], summary["device"]
+  rows = [["device", f"{device['device_kind']} ({device['platform']}), {device.get('num_devices', 1)} used"],
+          ["convolution lowering", summary["lowering"]], ["compile", f"{timing['compile_s']:.2f} s"],
+          ["mean time per epoch", f"{_fmt(timing['mean_sec_per_epoch'], '.2f')} s"],
+          ["median time per step", f"{_fmt(timing['median_ms_per_step'], '.2f')} ms"],
+          ["time waiting for data", _fmt(timing["data_wait_fraction"], ".1%")],
+          ["epochs timed", timing["epochs_timed"]], ["peak resident memory", f"{timing['peak_rss_mb']:.0f} MB"]]
+  return [html.table(["", ""], rows)]
+
+
+def _gallery_section(gallery: list[GalleryFilm], target: str, localisation: dict | None) -> list[str]:
+  parts = [html.paragraph(f"The test films the network was surest of, right and wrong, for {target}, with "
+                          f"the {explain.METHODS[0]} map (red: strongest evidence for the finding) of the network's "
+                          "last convolutional stage (jaxcxr/explain.py).")]
+  if localisation:
+    n = localisation["films"]
+    found = "; ".join(f"{method} on {k} of {n} ({k / n:.0%})" for method, k in localisation["inside"].items())
+    parts.append(html.paragraph(f"Localisation on the synthetic test films with one opacity: the map peaks "
+                                f"inside the opacity (within two sigmas of its centre) with {found}."))
+  for kind in KINDS:
+    films = [g for g in gallery if g.kind == kind]
+    if films:
+      parts.append(f"<h3>{html.escape(kind)}</h3>" + "".join(
+          html.image(figures.overlay(g.film, g.heatmap, g.caption), f"{kind}: {g.caption}", width=300)
+          for g in films))
+    else:
+      parts.append(html.paragraph(f"No {kind} in the test split."))
+  return parts
+
+
+def write(workdir: pathlib.Path, summary: dict, test: TestScores, gallery: list[GalleryFilm]) -> pathlib.Path:
+  """Writes `workdir/report.html` (atomically) and returns its path."""
+  target = test.targets[gallery_target(test)]
+  sections = [
+      ("Run", _run_section(workdir, summary)),
+      ("Data", _data_section(summary, test.targets)),
+      ("Training curves", _curves_section(summary["epochs"])),
+      ("Test split", _test_section(summary, test)),
+      ("Timing", _timing_section(summary)),
+      ("Gallery", _gallery_section(gallery, target, summary.get("localisation"))),
+  ]
+  path = workdir / "report.html"
+  html.write(path, html.page(f"jaxcxr run report: {workdir.name}", sections))
+  return path

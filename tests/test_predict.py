@@ -1,0 +1,179 @@
+"""Applying a trained run: the same films give the same logits as in training, every input form, DICOM, and
+one clear line for each bad input."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from jaxcxr import predict, reporting
+from jaxcxr.data import cache
+from jaxcxr.errors import UserError
+from jaxcxr.fsutil import exclusive
+
+
+def _test_split(workdir: pathlib.Path) -> cache.CachedSplit:
+  return cache.open_split(next((workdir / "cache").glob("test-*")))
+
+
+def _film_paths(workdir: pathlib.Path, names: list[str]) -> list[pathlib.Path]:
+  images = next((workdir / "cache").glob("synthetic-nih-*")) / "images"
+  return [images / name for name in names]
+
+
+def _grey_film(workdir: pathlib.Path) -> tuple[pathlib.Path, np.ndarray]:
+  """A synthetic 8-bit grey film and its pixels."""
+  for path in sorted(_film_paths(workdir, _test_split(workdir).image_ids)):
+    with Image.open(path) as img:
+      if img.mode == "L":
+        return path, np.asarray(img)
+  raise AssertionError("no 8-bit film in the test split")
+
+
+def _write_dicom(path: pathlib.Path, pixels: np.ndarray, photometric: str, bits: int, spacing=None) -> None:
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+  meta.MediaStorageSOPInstanceUID = generate_uid()
+  meta.TransferSyntaxUID = ExplicitVRLittleEndian
+  ds = Dataset()
+  ds.file_meta = meta
+  ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+  ds.Modality = "CR"
+  ds.set_pixel_data(pixels, photometric, bits)
+  if spacing:
+    ds.PixelSpacing = list(spacing)
+  ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_film_from_its_file_gives_the_logits_it_has_in_the_training_cache(default_run):
+  model = predict.load(default_run)
+  split = _test_split(default_run)
+  table = model(_film_paths(default_run, split.image_ids[:24]))
+  cached = predict.probability(model.logits(np.stack([split.images[i] for i in range(24)])))
+  np.testing.assert_array_equal(table["p_Pneumonia"].to_numpy(), cached[:, 0])
+  summary = reporting.read_summary(default_run)
+  assert model.step == summary["step"] and model.thresholds == (summary["test"]["threshold"]["value"],)
+  # The labels are the test report's calls: at the chosen threshold, these films' decisions match its counts' rule.
+  np.testing.assert_array_equal(table["label_Pneumonia"], (cached[:, 0] > model.thresholds[0]).astype(int))
+
+
+def test_films_given_as_arrays_of_any_size_match_their_files(default_run):
+  model = predict.load(default_run)
+  grey = [p for p in _film_paths(default_run, _test_split(default_run).image_ids[:20]) if Image.open(p).mode == "L"]
+  paths = grey[:6]  # 8-bit films: their pixels as an array are what decoding the file gives
+  arrays = [np.asarray(Image.open(p)) for p in paths]
+  assert arrays[0].shape != (model.image_size,) * 2
+  by_path, by_array = model(paths), model(arrays)
+  np.testing.assert_allclose(by_array["p_Pneumonia"], by_path["p_Pneumonia"], atol=1e-6)
+  assert by_array["path"].tolist() == [f"array[{i}]" for i in range(6)]
+  with pytest.raises(UserError, match="2-D uint8"):
+    model([arrays[0].astype(np.float32)])
+
+
+def test_the_command_writes_a_csv_and_an_explanation_per_film(default_run, tmp_path, capsys):
+  films = tmp_path / "films"
+  films.mkdir()
+  for path in _film_paths(default_run, _test_split(default_run).image_ids[:3]):
+    shutil.copy(path, films / path.name)
+  table = predict.run(default_run, [str(films)], explain_films=True)
+  written = pd.read_csv(default_run / "predictions" / "films.csv")
+  assert len(written) == 3 and list(written.columns) == [
+      "path", "p_Pneumonia", "label_Pneumonia", "threshold_Pneumonia", "checkpoint_step", "pixel_spacing_mm",
+      "explanation"]
+  np.testing.assert_allclose(written["p_Pneumonia"], table["p_Pneumonia"])
+  for overlay in written["explanation"]:
+    with Image.open(overlay) as img:
+      assert img.format == "PNG" and min(img.size) >= 200
+  out = capsys.readouterr().out
+  assert f"3 film(s) predicted with the checkpoint of step {table['checkpoint_step'][0]}" in out
+  assert "operating point (eval.threshold=" in out
+
+
+def test_a_dicom_gives_the_prediction_of_the_png_it_was_made_from(default_run, tmp_path):
+  model = predict.load(default_run)
+  _, pixels = _grey_film(default_run)
+  # DICOM pixels are stretched over their own range: the PNG they are made from spans the full range.
+  full = np.round((pixels - pixels.min()) * (255.0 / (pixels.max() - pixels.min()))).astype(np.uint8)
+  Image.fromarray(full).save(tmp_path / "film.png")
+  _write_dicom(tmp_path / "mono2_8bit.dcm", full, "MONOCHROME2", 8, spacing=(0.143, 0.139))
+  _write_dicom(tmp_path / "mono1_12bit.dcm", ((255 - full.astype(np.uint16)) * 16), "MONOCHROME1", 12)
+  table = model([tmp_path / "film.png", tmp_path / "mono2_8bit.dcm", tmp_path / "mono1_12bit.dcm"])
+  assert table["p_Pneumonia"].nunique() == 1, table
+  assert table["pixel_spacing_mm"].tolist() == ["", "0.143 x 0.139", ""]
+  assert pydicom.dcmread(tmp_path / "mono1_12bit.dcm").BitsStored == 12
+
+
+def test_predicting_reads_the_run_folder_and_writes_only_predictions(default_run, tmp_path):
+  def snapshot():
+    return {str(p.relative_to(default_run)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in default_run.rglob("*") if p.is_file() and "predictions" not in p.parts and p.name != ".lock"}
+
+  before = snapshot()
+  film = _film_paths(default_run, _test_split(default_run).image_ids[:1])[0]
+  with exclusive(default_run, "--workdir"):  # as while the run trains: predict takes no lock
+    predict.run(default_run, [str(film)], name="while-locked")
+  assert snapshot() == before
+  assert (default_run / "predictions" / "while-locked.csv").is_file()
+
+
+def test_an_unfinished_run_labels_at_one_half_and_says_so(default_run, tmp_path):
+  unfinished = tmp_path / "run"
+  shutil.copytree(default_run, unfinished, ignore=shutil.ignore_patterns("cache", "predictions", ".lock"))
+  (unfinished / "summary.json").unlink()
+  model = predict.load(unfinished)
+  assert model.thresholds == (0.5,) and "has not finished" in model.threshold_note
+
+
+def test_bad_inputs_get_one_line_each(default_run, tmp_path):
+  (tmp_path / "truncated.png").write_bytes(_film_paths(default_run, ["00000001_000.png"])[0].read_bytes()[:200])
+  (tmp_path / "notes.png").write_text("not an image")
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "empty" / "readme.txt").write_text("no films here")
+  not_a_run = tmp_path / "not-a-run"
+  not_a_run.mkdir()
+  untrained = tmp_path / "untrained"
+  untrained.mkdir()
+  (untrained / "config.json").write_text(json.dumps(json.loads((default_run / "config.json").read_text())))
+  cases = [
+      (default_run, [tmp_path / "truncated.png"], "truncated.png: cannot decode"),
+      (default_run, [tmp_path / "notes.png"], "notes.png: cannot decode"),
+      (default_run, [tmp_path / "empty"], "holds no films"),
+      (default_run, [tmp_path / "missing.png"], "missing.png: no such file or folder"),
+      (default_run, [str(tmp_path / "*.jpeg")], "matches no file"),
+      (default_run, [], "needs films"),
+      (not_a_run, [tmp_path / "notes.png"], "holds no trained run"),
+      (untrained, [tmp_path / "notes.png"], "has no checkpoint yet"),
+  ]
+  for workdir, inputs, expected in cases:
+    with pytest.raises(UserError, match=expected) as info:
+      predict.run(workdir, [str(i) for i in inputs])
+    assert "\n" not in str(info.value)
+  with pytest.raises(UserError, match="--on_bad_image=skip"):
+    predict.run(default_run, [str(tmp_path / "notes.png")])
+
+
+def test_skipping_bad_films_predicts_the_rest_and_lists_them(default_run, tmp_path, capsys):
+  (tmp_path / "notes.png").write_text("not an image")
+  good = _film_paths(default_run, _test_split(default_run).image_ids[:2])
+  table = predict.run(default_run, [*map(str, good), str(tmp_path / "notes.png")], on_bad_image="skip",
+                      name="skipping")
+  assert table["path"].tolist() == [str(p) for p in good]
+  assert "skipped 1 unreadable film(s)" in capsys.readouterr().out
+  with pytest.raises(UserError, match="none of the 1 film"):
+    predict.run(default_run, [str(tmp_path / "notes.png")], on_bad_image="skip")
+
+
+def test_the_command_line_exits_with_one_line(tmp_path):
+  done = subprocess.run([sys.executable, "run.py", "--mode=predict", f"--workdir={tmp_path}", "--inputs=x.png"],
+                        capture_output=True, text=True, cwd=pathlib.Path(__file__).parents[1], check=False)
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1].startswith("error: --inputs x.png: no such file or folder")
