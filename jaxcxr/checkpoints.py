@@ -37,17 +37,17 @@ class Checkpointer:
     self.signature = signature
     self.directory = directory
     self.read_only = read_only
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=not read_only, read_only=read_only,
-        # A save killed mid-write leaves orbax's temporary folder; the workdir lock makes this run its only user.
-        cleanup_tmp_directories=not read_only,
-        # Synchronous: the state's buffers are donated to the next step right after a save.
-        enable_async_checkpointing=False)
     quiet = logging.getLogger("absl")
     level = quiet.level
-    if read_only:  # orbax warns that a read-only folder is read-only: here that is the point
+    if read_only:  # orbax warns that a read-only folder is read-only and saves nothing: here that is the point
       quiet.setLevel(logging.ERROR)
     try:
+      options = ocp.CheckpointManagerOptions(
+          preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=not read_only, read_only=read_only,
+          # A save killed mid-write leaves orbax's temporary folder; the workdir lock makes this run its only user.
+          cleanup_tmp_directories=not read_only,
+          # Synchronous: the state's buffers are donated to the next step right after a save.
+          enable_async_checkpointing=False)
       self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
     finally:
       quiet.setLevel(level)
@@ -125,7 +125,8 @@ class Checkpointer:
           self.manager.delete(step)
           self._digest_path(step).unlink(missing_ok=True)
         continue
-      log.info("Resuming from the checkpoint at step %d in %s", step, self.directory)
+      log.info("%s the checkpoint at step %d in %s", "Loading" if self.read_only else "Resuming from", step,
+               self.directory)
       return restored["state"], restored["data"], meta["history"]
     if steps:
       raise UserError(f"no usable checkpoint is left in {self.directory} (each was damaged, see above); delete "

@@ -171,7 +171,7 @@ def _timing_section(summary: dict) -> list[str]:
           ["median time per step", f"{_fmt(timing['median_ms_per_step'], '.2f')} ms"],
           ["time waiting for data", _fmt(timing["data_wait_fraction"], ".1%")],
           ["epochs timed", timing["epochs_timed"]], ["peak resident memory", f"{timing['peak_rss_mb']:.0f} MB"]]
-  return [html.table(["", ""], rows)]
+  return [html.table(["measure", "value"], rows)]
 
 
 def _gallery_section(gallery: list[GalleryFilm], target: str, localisation: dict | None) -> list[str]:
