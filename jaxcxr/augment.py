@@ -26,14 +26,17 @@ class GeometricAugment(grain.transforms.RandomMap):
 
   RESAMPLING = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
 
-  def __init__(self, cfg: ml_collections.ConfigDict):
-    self.cfg = cfg
+  def __init__(self, cfg: ml_collections.ConfigDict, rows: slice | None = None, batch_size: int | None = None):
+    """`rows` of a batch of `batch_size`: the films given are those rows, warped as in the whole batch (one
+    process's share of it); None: the films are the whole batch."""
+    self.cfg, self.rows, self.batch_size = cfg, rows, batch_size
 
   def random_map(self, batch: dict, rng: np.random.Generator) -> dict:
     cfg, films = self.cfg, batch["image"]
     n, size = films.shape[0], films.shape[1]
     limits = np.array([cfg.max_rotate_deg, cfg.max_scale, cfg.max_translate, cfg.max_translate])
-    angle, scale, tx, ty = (rng.uniform(-1.0, 1.0, (n, 4)) * limits).T
+    draws = rng.uniform(-1.0, 1.0, (self.batch_size or n, 4))  # every row's, so a share warps as the whole
+    angle, scale, tx, ty = (draws[self.rows or slice(None)] * limits).T
     angle, scale, tx, ty = np.radians(angle), 1.0 + scale, tx * size, ty * size
     # PIL maps each output pixel to an input pixel: invert rotate+scale about the centre, then shift.
     c = (size - 1) / 2.0

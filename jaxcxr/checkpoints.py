@@ -22,6 +22,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from jaxcxr import devices
 from jaxcxr.errors import UserError
 from jaxcxr.fsutil import atomic_write_json
 
@@ -69,11 +70,13 @@ class Checkpointer:
       raise UserError(f"could not write the checkpoint of step {step} in {self.directory} ({reason}); "
                       f"{f'the checkpoint of step {kept} is kept' if kept is not None else 'no checkpoint is kept'}"
                       "; free disk space (or raise the file-size limit) and rerun the same command to resume") from e
-    atomic_write_json(self._digest_path(step), _digest(self.directory / str(step)))
-    kept = {str(s) for s in self.manager.all_steps()}
-    for record in self.directory.glob("*.sha256"):
-      if record.stem not in kept:
-        record.unlink(missing_ok=True)
+    if devices.is_primary():  # the run's processes share the folder: one records it
+      atomic_write_json(self._digest_path(step), _digest(self.directory / str(step)))
+      kept = {str(s) for s in self.manager.all_steps()}
+      for record in self.directory.glob("*.sha256"):
+        if record.stem not in kept:
+          record.unlink(missing_ok=True)
+    devices.barrier(f"checkpoint {step} recorded")
 
   def _digest_path(self, step: int) -> pathlib.Path:
     return self.directory / f"{step}.sha256"

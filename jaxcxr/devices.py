@@ -1,10 +1,13 @@
 """Choosing the devices a run trains on, and how its arrays are laid out over them.
 
-Training is placed by putting its state and batches on the devices with
-`jax.device_put`; the jitted step follows its inputs. Over several devices the
-run is data parallel: a 1-D mesh with axis `data`, each batch split along it,
-the state replicated (`data_parallel`). This module turns a platform name into
-devices, or into a clear error when JAX has no such backend.
+Training is placed by putting its state and batches on the devices; the jitted
+step follows its inputs. Over several devices the run is data parallel: a 1-D
+mesh with axis `data`, each batch split along it, the state replicated
+(`data_parallel`). Over several processes (hosts), `start_processes` joins them
+through `jax.distributed` first; the mesh then spans every process's devices,
+each process holds its own rows of every batch (`process_rows`) and builds the
+global batch from them (`global_batch`). This module turns a platform name
+into devices, or into a clear error when JAX has no such backend.
 """
 
 import logging
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from jaxcxr import hostmem
 from jaxcxr.errors import UserError
@@ -22,6 +26,67 @@ log = logging.getLogger(__name__)
 CPU, GPU = "cpu", "gpu"
 PLATFORMS = (CPU, GPU)
 DATA_AXIS = "data"
+# --coordinator_address=cluster: JAX reads the processes from the cluster's environment (SLURM, Open MPI, ...).
+FROM_CLUSTER = "cluster"
+# A process whose peers stop answering gives up after this long instead of waiting for them for ever (JAX's
+# default is 100 s).
+HEARTBEAT_TIMEOUT_S = 30
+
+
+def start_processes(platform: str, coordinator_address: str | None, num_processes: int, process_id: int) -> None:
+  """Joins this process to a run of several (`jax.distributed`), before any device is used; a no-op for one.
+  On CPUs, the processes' collectives go through gloo."""
+  if not coordinator_address:
+    if num_processes != 1:
+      raise UserError(f"--num_processes={num_processes} needs --coordinator_address=HOST:PORT (process 0's "
+                      f"address), or --coordinator_address={FROM_CLUSTER} on a cluster JAX detects (SLURM, ...)")
+    return
+  if coordinator_address != FROM_CLUSTER and not 0 <= process_id < num_processes:
+    raise UserError(f"--process_id={process_id} must be in [0, --num_processes={num_processes})")
+  if platform == CPU:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    if coordinator_address == FROM_CLUSTER:
+      jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    else:
+      jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                 heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+  except Exception as e:  # pylint: disable=broad-except  # JAX raises RuntimeError or ValueError
+    reason = (str(e).splitlines() or [type(e).__name__])[0]
+    raise UserError(f"could not join the run's {num_processes} processes through {coordinator_address} "
+                    f"({reason}); start every process with the same --coordinator_address and --num_processes, "
+                    "each with its own --process_id") from e
+  log.info("Process %d of %d joined through %s", jax.process_index(), jax.process_count(), coordinator_address)
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files and logs (process 0; the only one of a one-process run)."""
+  return jax.process_index() == 0
+
+
+def process_rows(batch_size: int) -> slice:
+  """This process's rows of every global batch of `batch_size`: an equal share, in process order (the mesh
+  lists process 0's devices first)."""
+  share = batch_size // jax.process_count()
+  return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+
+
+def global_batch(local: dict, sharding: jax.sharding.Sharding) -> dict:
+  """The global batch from this process's rows of it (`process_rows`), split over the mesh by `sharding`."""
+  return jax.tree.map(lambda rows: jax.make_array_from_process_local_data(sharding, rows), local)
+
+
+def host_array(x: jax.Array) -> np.ndarray:
+  """`x` whole on this host, gathered from the other processes where it is split across them."""
+  if x.is_fully_addressable or x.is_fully_replicated:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def barrier(name: str) -> None:
+  """Waits until every process of the run reaches the same point (a no-op for one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def select_device(platform: str) -> jax.Device:
@@ -46,9 +111,13 @@ def select_device(platform: str) -> jax.Device:
 
 
 def select_devices(platform: str, count: int = 0) -> list[jax.Device]:
-  """The first `count` devices of `platform` (`train.num_devices`; 0 = every visible one), or UserError."""
+  """The first `count` devices of `platform` (`train.num_devices`; 0 = every visible one, of every process),
+  or UserError."""
   first = select_device(platform)
   visible = jax.devices(first.platform)
+  if jax.process_count() > 1 and count not in (0, len(visible)):
+    raise UserError(f"train.num_devices={count} with {jax.process_count()} processes: a run over several "
+                    f"processes uses all their {len(visible)} devices (train.num_devices=0)")
   if count > len(visible):
     raise UserError(f"train.num_devices={count} but only {len(visible)} {platform} device(s) are visible; "
                     f"use at most {len(visible)} (0 = all)")

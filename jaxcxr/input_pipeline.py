@@ -67,19 +67,34 @@ def train_source(split: CachedSplit, class_balance: str) -> SplitSource:
   return BalancedSource(split) if class_balance == SAMPLING else SplitSource(split)
 
 
+class _Rows(grain.transforms.Map):
+  """Keeps `rows` of each batch of indices: one process's share of the global batch, before any film is read."""
+
+  def __init__(self, rows: slice):
+    self.rows = rows
+
+  def map(self, indices: np.ndarray) -> np.ndarray:
+    return indices[self.rows]
+
+
 def train_dataset(source: SplitSource, batch_size: int, epochs: int, seed: int,
-                  augment: ml_collections.ConfigDict) -> grain.MapDataset:
+                  augment: ml_collections.ConfigDict, rows: slice | None = None) -> grain.MapDataset:
   """The whole training stream, `epochs * (len(source) // batch_size)` batches long, indexable by step.
 
   Indices are shuffled per epoch (seed + epoch) and batched before any film is
   read, so grain's per-element overhead is paid per batch; each epoch's last
   partial batch is dropped (and reshuffled into the next epoch). Augmentation
-  is seeded by the batch's position in the stream.
+  is seeded by the batch's position in the stream. `rows` (one process's share
+  of every global batch, `devices.process_rows`) are the only films read and
+  warped, each as it would be in the whole batch.
   """
   ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).batch(batch_size, drop_remainder=True)
+  rows = rows or slice(0, batch_size)
+  if rows != slice(0, batch_size):
+    ds = ds.map(_Rows(rows))
   ds = ds.map(source.read)
   if augment.enabled:
-    ds = ds.random_map(GeometricAugment(augment), seed=seed)
+    ds = ds.random_map(GeometricAugment(augment, rows, batch_size), seed=seed)
   return ds.repeat(epochs)
 
 
@@ -121,7 +136,9 @@ class DevicePrefetcher:
   on are not consumed. `wait_s` accumulates time spent blocked on the host pipeline.
   """
 
-  def __init__(self, iterator: grain.DatasetIterator, put: Callable[[dict], dict], depth: int = 2):
+  DEPTH = 2
+
+  def __init__(self, iterator: grain.DatasetIterator, put: Callable[[dict], dict], depth: int = DEPTH):
     self.iterator, self.put, self.depth = iterator, put, depth
     self.queue = collections.deque()
     self.state = iterator.get_state()
@@ -150,12 +167,15 @@ class DevicePrefetcher:
     return batch
 
 
-def eval_batches(split: CachedSplit, batch_size: int) -> Iterator[dict]:
-  """Fixed-shape batches in file order; the last is zero-padded, with `mask` marking real rows."""
+def eval_batches(split: CachedSplit, batch_size: int, rows: slice | None = None) -> Iterator[dict]:
+  """Fixed-shape batches in file order; the last is zero-padded, with `mask` marking real rows. `rows`: only
+  that share of every batch is read and returned (one process's, `devices.process_rows`)."""
+  rows = rows or slice(0, batch_size)
+  share = rows.stop - rows.start
   for start in range(0, len(split), batch_size):
-    stop = min(start + batch_size, len(split))
-    n = stop - start
-    images = np.zeros((batch_size, *split.images.shape[1:]), np.uint8)
-    labels = np.zeros((batch_size, *split.labels.shape[1:]), np.int32)
-    images[:n], labels[:n] = split.images[start:stop], split.labels[start:stop]
-    yield {"image": images, "label": labels, "mask": np.arange(batch_size) < n}
+    first, stop = min(start + rows.start, len(split)), min(start + rows.stop, len(split))
+    n = stop - first
+    images = np.zeros((share, *split.images.shape[1:]), np.uint8)
+    labels = np.zeros((share, *split.labels.shape[1:]), np.int32)
+    images[:n], labels[:n] = split.images[first:stop], split.labels[first:stop]
+    yield {"image": images, "label": labels, "mask": np.arange(share) < n}

@@ -9,9 +9,11 @@
 """
 
 import logging
+import os
 import pathlib
 import sys
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -41,6 +43,11 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder (or .npz file)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "describe", "predict"], "train: train, evaluate, report. "
                           "describe: report what the dataset holds from its metadata, no training. "
                           "predict: apply the --workdir run to --inputs.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Several processes (hosts): process 0's HOST:PORT, "
+                                   f"or '{devices.FROM_CLUSTER}' to read them from the cluster's environment.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "How many processes the run has (with "
+                                      "--coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index, 0 .. --num_processes - 1.")
 _INPUTS = flags.DEFINE_multi_string("inputs", [], "predict: films (PNG, JPEG, DICOM), folders of films or globs; "
                                     "paths after the flags are taken as inputs too.")
 _EXPLAIN = flags.DEFINE_bool("explain", False, "predict: also write a class activation map over each film "
@@ -119,11 +126,22 @@ def main(argv):
     if _PLATFORM.value == devices.CPU:
       # Before the CPU backend starts its threads: XLA:CPU's per-step buffers then stay mapped (hostmem).
       hostmem.retain_freed_memory()
+    devices.start_processes(_PLATFORM.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if not devices.is_primary():  # one process speaks for the run; the others only warn
+      logging.getLogger("jaxcxr").setLevel(logging.WARNING)
     used = devices.select_devices(_PLATFORM.value, config.train.num_devices)
     devices.log_devices(used)
     train.train_and_evaluate(config, workdir, used, _DATA_DIR.value)
   except UserError as e:
     sys.exit(f"error: {e}")
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
+    print(f"error: process {jax.process_index()} lost another process of the run ({reason}); rerun every "
+          "process with the same command to resume from the last checkpoint", file=sys.stderr, flush=True)
+    # Not sys.exit: JAX's exit handler would wait for the lost process at its shutdown barrier, then abort.
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def run() -> None:

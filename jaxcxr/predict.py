@@ -104,7 +104,7 @@ class Model:
 
   def logits(self, films: np.ndarray) -> np.ndarray:
     """(N, targets) logits for (N, size, size) uint8 films already at the run's size."""
-    out = [np.asarray(_forward(self.apply_fn, self.dtype, self.variables, batch))[:n]
+    out = [devices.host_array(_forward(self.apply_fn, self.dtype, self.variables, batch))[:n]
            for batch, n in self._batches(films)]
     return np.concatenate(out) if out else np.zeros((0, len(self.targets)), np.float32)
 
@@ -115,7 +115,8 @@ class Model:
     for start, (batch, n) in zip(range(0, len(films), self.batch_size), self._batches(films)):
       which = np.zeros(self.batch_size, np.int32)
       which[:n] = targets[start:start + n]
-      out.append(np.asarray(_explain(self.apply_fn, self.dtype, method, self.variables, batch, which))[:n])
+      out.append(devices.host_array(_explain(self.apply_fn, self.dtype, method, self.variables, batch,
+                                             self.put(which)))[:n])
     return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.float32)
 
   def labels(self, logits: np.ndarray) -> np.ndarray:

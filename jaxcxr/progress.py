@@ -16,8 +16,10 @@ def _format_seconds(seconds: float) -> str:
 class Progress:
   """`with Progress(total, 'decoding', unit='img') as bar: bar.update(k)`; shows rate and ETA."""
 
-  def __init__(self, total: int, desc: str, unit: str = "it", stream=None, min_interval_s: float | None = None):
-    self.total, self.desc, self.unit = total, desc, unit
+  def __init__(self, total: int, desc: str, unit: str = "it", stream=None, min_interval_s: float | None = None,
+               shown: bool = True):
+    """`shown=False` counts without drawing (the processes of a run other than the one that reports)."""
+    self.total, self.desc, self.unit, self.shown = total, desc, unit, shown
     self.stream = stream or sys.stderr
     self.tty = self.stream.isatty()
     self.min_interval_s = min_interval_s if min_interval_s is not None else (0.2 if self.tty else 10.0)
@@ -50,6 +52,8 @@ class Progress:
       self._draw()
 
   def _draw(self, end: str = "") -> None:
+    if not self.shown:
+      return
     if self.tty:
       self.stream.write("\r" + self.line() + end)
     else:

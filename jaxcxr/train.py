@@ -6,6 +6,7 @@ apart (ahead-of-time `lower().compile()`), the clock is read only after
 from step time, so sec/epoch and ms/step are the paper's steady-state figures.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -17,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -117,7 +117,8 @@ class Run:
   total_steps: int
 
   def put(self, batch: dict) -> dict:
-    return jax.device_put(batch, self.batch_sharding)
+    """The global batch from this process's rows of it (all of it in a one-process run)."""
+    return devices.global_batch(batch, self.batch_sharding)
 
 
 def _predict(run: Run, state: TrainState, split: CachedSplit) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -125,12 +126,12 @@ def _predict(run: Run, state: TrainState, split: CachedSplit) -> tuple[dict, np.
   fetched once, at the end."""
   batch_size = run.config.train.eval_batch_size or run.config.train.batch_size
   totals, logits = None, []
-  for batch in input_pipeline.eval_batches(split, batch_size):
+  for batch in input_pipeline.eval_batches(split, batch_size, devices.process_rows(batch_size)):
     sums, z = run.eval_fn(state, run.put(batch))
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    logits.append(z)
-  logits = jnp.concatenate(logits)[:len(split)]
-  return jax.device_get(totals), np.asarray(logits), np.asarray(jax.nn.sigmoid(logits))
+    logits.append(devices.host_array(z))
+  logits = np.concatenate(logits)[:len(split)]
+  return jax.device_get(totals), logits, np.asarray(jax.nn.sigmoid(logits))
 
 
 def evaluate(run: Run, state: TrainState, split: CachedSplit) -> dict:
@@ -186,6 +187,11 @@ def test_report(run: Run, state: TrainState) -> tuple[dict, np.ndarray]:
   return report, logits
 
 
+def _whole_batch(films: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A batch every process holds whole (a gallery's films), placed over the run's devices."""
+  return devices.global_batch(films[devices.process_rows(len(films))], sharding)
+
+
 def _applied_model(run: Run, state: TrainState, summary: dict) -> predict.Model:
   """The final network as `predict` applies it, on the run's devices, at the test report's operating points."""
   config = run.config
@@ -194,12 +200,13 @@ def _applied_model(run: Run, state: TrainState, summary: dict) -> predict.Model:
   return predict.Model(run.workdir, config, targets, thresholds, note, summary["step"],
                        config.train.eval_batch_size or config.train.batch_size, eval_variables(state),
                        state.apply_fn, DTYPES[config.model.dtype],
-                       functools.partial(jax.device_put, device=run.batch_sharding))
+                       functools.partial(_whole_batch, sharding=run.batch_sharding))
 
 
-def _write_report(run: Run, model: predict.Model, summary: dict, logits: np.ndarray) -> str:
-  """report.html for the finished run: the test split's curves and a gallery of its films explained by the
-  final network."""
+def _report(run: Run, model: predict.Model, summary: dict,
+            logits: np.ndarray) -> tuple[run_report.TestScores, list[run_report.GalleryFilm]]:
+  """What report.html shows beyond the summary: the test split's scores, and a gallery of its films explained by
+  the final network."""
   split = run.splits["test"]
   labels = split.labels.reshape(len(split), -1)
   test = run_report.TestScores(model.targets, labels, predict.probability(logits), model.labels(logits),
@@ -210,7 +217,7 @@ def _write_report(run: Run, model: predict.Model, summary: dict, logits: np.ndar
   heatmaps = model.heatmaps(films, np.full(len(picks), shown))
   gallery = [run_report.GalleryFilm(kind, film, heatmap, predict.caption(model, logits[i], shown))
              for (i, kind), film, heatmap in zip(picks, films, heatmaps)]
-  return str(run_report.write(run.workdir, summary, test, gallery))
+  return test, gallery
 
 
 def _localisation(run: Run, model: predict.Model, data_dir: str | None) -> dict | None:
@@ -307,7 +314,7 @@ def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: 
   """
   cfg, spe = run.config, run.steps_per_epoch
   stream = input_pipeline.train_dataset(run.source, cfg.train.batch_size, cfg.train.epochs,
-                                        cfg.train.seed, cfg.data.augment)
+                                        cfg.train.seed, cfg.data.augment, devices.process_rows(cfg.train.batch_size))
   iterator = input_pipeline.train_iterator(stream, cfg.data.num_threads, cfg.data.prefetch,
                                           cfg.data.worker_processes)
   if data_state is not None:
@@ -321,7 +328,7 @@ def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: 
         if step % spe == 0:  # a fresh epoch; one resumed mid-way keeps its sums from the checkpoint
           state = state.replace(sums=zero_sums())
         number = step // spe + 1
-        bar = Progress(spe, f"epoch {number}/{cfg.train.epochs}", unit="step")
+        bar = Progress(spe, f"epoch {number}/{cfg.train.epochs}", unit="step", shown=devices.is_primary())
         bar.done = step % spe
         epoch = _Epoch(number, bar, time.perf_counter(), batches.wait_s)
       batch = next(batches)
@@ -344,7 +351,8 @@ def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: 
         state = state.replace(opt_state=optim.after_epoch(cfg.train, state.opt_state,
                                                           [r["val_loss"] for r in history], run.sharding))
         ckpt.save(state, batches.state, history)
-        reporting.write_history(run.workdir, history)
+        if devices.is_primary():
+          reporting.write_history(run.workdir, history)
         log.info("%s", reporting.epoch_line(record))
         if scalars:  # the rate this epoch trained with: decided by the epochs before it
           scalars.epoch(record, optim.learning_rate(cfg.train, run.total_steps, done - 1,
@@ -385,14 +393,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       raise UserError(f"train.{key}={config.train[key]} does not divide over the run's {len(used)} devices "
                       f"(the batch size is global); use a multiple of {len(used)}, or train.num_devices")
   workdir = ensure_writable_dir(pathlib.Path(workdir), "--workdir")
-  with exclusive(workdir, "--workdir"):
+  # The run's processes share its folder: the first holds it for them all.
+  with exclusive(workdir, "--workdir") if devices.is_primary() else contextlib.nullcontext():
     return _train_and_evaluate(config, workdir, used, data_dir)
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, used: list[jax.Device],
                         data_dir: str | None) -> dict:
   device = used[0]
-  splits = datasets.load_splits(config.data, data_dir, workdir)
+  # The first process builds the cache; the others then find it built.
+  splits = datasets.load_splits(config.data, data_dir, workdir) if devices.is_primary() else None
+  devices.barrier("cache built")
+  splits = splits or datasets.load_splits(config.data, data_dir, workdir)
   pos_weight, neg_weight = class_weights(splits["train"], config.train.class_balance)
   source = input_pipeline.train_source(splits["train"], config.train.class_balance)
   spe = len(source) // config.train.batch_size
@@ -416,7 +428,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   try:
     restored = ckpt.restore(abstract)
     # Once the checkpoints are known to be this config's: what `predict` rebuilds the network from.
-    reporting.write_config(workdir, config.to_dict())
+    if devices.is_primary():
+      reporting.write_config(workdir, config.to_dict())
     state, data_state, history = restored if restored else (_initial_state(config, init, sharding), None, [])
     if int(state.step) >= total:
       previous = reporting.read_summary(workdir)
@@ -424,7 +437,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
       if previous is not None and previous.get("step") == int(state.step) and \
           previous["config"].get("eval") == config.eval.to_dict():
         log.info("Run already complete at step %d; nothing to do.", int(state.step))
-        print(reporting.summary_table(previous))
+        if devices.is_primary():
+          print(reporting.summary_table(previous))
         return previous
       log.info("Run complete at step %d; reporting the test split again with this run's eval settings",
                int(state.step))
@@ -438,7 +452,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
           scalars.close()
   finally:
     ckpt.close()
-  reporting.write_history(workdir, history)
+  if devices.is_primary():
+    reporting.write_history(workdir, history)
   test, test_logits = test_report(run, state)
   summary = {"step": int(state.step), "test": test, "timing": _timing(history, compile_s),
              "device": devices.describe(device, used), "lowering": lowering, "synthetic": data_dir is None,
@@ -449,7 +464,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
              "epochs": history, "config": config.to_dict()}
   model = _applied_model(run, state, summary)
   summary["localisation"] = _localisation(run, model, data_dir)
-  reporting.write_summary(workdir, summary)
-  print(reporting.summary_table(summary))
-  log.info("Report: %s", _write_report(run, model, summary, test_logits.reshape(len(splits["test"]), -1)))
+  report = _report(run, model, summary, test_logits.reshape(len(splits["test"]), -1))  # every process computes
+  if devices.is_primary():
+    # The summary last: it marks the run complete, so a run killed before it reports again when rerun.
+    path = run_report.write(workdir, summary, *report)
+    reporting.write_summary(workdir, summary)
+    print(reporting.summary_table(summary))
+    log.info("Report: %s", path)
   return summary

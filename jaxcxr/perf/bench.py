@@ -6,6 +6,7 @@
   python -m jaxcxr.perf.bench --config.data.image_size=180 --config.train.batch_size=16   # any config key
   python -m jaxcxr.perf.bench --layers              # + each conv layer's passes in every lowering
   python -m jaxcxr.perf.bench --torch --noretain_host_memory   # glibc's default: big buffers re-mmapped each step
+  python -m jaxcxr.perf.bench --end_to_end --platform=gpu --config.model.dtype=bfloat16 --config.train.batch_size=256
 
 Builds the state and step exactly as training does (`train_step.create_state`,
 `train_step.jit_steps`, the config's model, optimizer, image size and batch size), warms up, then times each step
@@ -15,24 +16,30 @@ With --torch, the PyTorch twin (`benchmarks/torch_twin.py`: the paper CNN, or
 torchvision's own backbone) runs the same shapes, one step each in turn, so both
 see the same machine state. With --layers (the paper CNN only), each
 convolution of the model is also timed alone (forward, input gradient, kernel
-gradient) in every lowering: the evidence behind `jaxcxr/conv/policy.py`'s table. Prints JSON.
+gradient) in every lowering: the evidence behind `jaxcxr/conv/policy.py`'s table. With --end_to_end, the
+same step is also fed by the training loop's own input path (an on-disk cache of random films, the grain
+stream with the config's augmentation, threads and worker processes, the device prefetcher), and the two
+rates are compared: whether the input pipeline keeps the device busy. Prints JSON.
 """
 
 import importlib.util
 import pathlib
 import statistics
 import sys
+import tempfile
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import augment, conv, devices, hostmem, models, reporting, train_step
+from jaxcxr import augment, conv, devices, hostmem, input_pipeline, models, reporting, train_step
 from jaxcxr import config as config_lib
+from jaxcxr.data import cache
 from jaxcxr.errors import UserError
 from jaxcxr.optim import create_optimizer
 from jaxcxr.perf.flops import step_flops
@@ -51,6 +58,10 @@ _LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three 
 _RETAIN = flags.DEFINE_bool("retain_host_memory", True, "On CPU, keep freed host memory mapped (as training "
                              "does; jaxcxr.hostmem). It applies to the whole process, PyTorch twin included.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
+_END_TO_END = flags.DEFINE_bool("end_to_end", False, "Also time the step fed by the training input pipeline (cache "
+                                "-> grain -> device), against the step alone on device-resident data.")
+_FILMS = flags.DEFINE_integer("films", 1024, "Films in the end-to-end run's cache (random pixels: decoding is not "
+                              "timed, reading, warping and transfer are).", lower_bound=1)
 
 
 def _times_ms(fn, *args, repeats: int = 5) -> list[float]:
@@ -127,6 +138,43 @@ def load_torch_twin(path: pathlib.Path = TORCH_TWIN):
   return module
 
 
+def time_end_to_end(config, step, state, device: jax.Device, steps: int, warmup: int) -> dict:
+  """Images/s of `step` fed as training feeds it: films read from an on-disk cache by the grain stream (the
+  config's augmentation, `data.num_threads`, `data.prefetch`, `data.worker_processes`) and sent ahead to the
+  device by the prefetcher; and the share of the time spent waiting for a batch."""
+  size, batch = config.data.image_size, config.train.batch_size
+  count = max(_FILMS.value, batch)
+  films = np.random.default_rng(1).integers(0, 256, (count, size, size)).astype(np.uint8)
+  examples = pd.DataFrame({"image_id": [f"film{i}" for i in range(count)], "label": np.arange(count) % 2,
+                           "patient_id": [f"patient{i}" for i in range(count)], "path": [None] * count})
+  with tempfile.TemporaryDirectory(prefix="jaxcxr-end-to-end-") as scratch:
+    split = cache.build_or_load(examples, "train", pathlib.Path(scratch), size, config.data.aspect, "error",
+                                films=films)
+    epochs = -(-(steps + warmup + input_pipeline.DevicePrefetcher.DEPTH) // (count // batch))  # ceil
+    stream = input_pipeline.train_dataset(input_pipeline.SplitSource(split), batch, epochs, config.train.seed,
+                                          config.data.augment)
+    iterator = input_pipeline.train_iterator(stream, config.data.num_threads, config.data.prefetch,
+                                             config.data.worker_processes)
+    try:
+      batches = input_pipeline.DevicePrefetcher(iterator, lambda b: jax.device_put(b, device))
+      batches.fill()  # the workers' start-up stays out of the time, as in training
+      for _ in range(warmup):
+        state = step(state, next(batches))
+      jax.block_until_ready(state)
+      wait_before, start = batches.wait_s, time.perf_counter()
+      for _ in range(steps):
+        state = step(state, next(batches))
+      jax.block_until_ready(state)
+      elapsed = time.perf_counter() - start
+    finally:
+      if config.data.worker_processes:
+        iterator.close()
+  return {"images_per_s": steps * batch / elapsed, "ms_per_step": 1000.0 * elapsed / steps,
+          "data_wait_fraction": (batches.wait_s - wait_before) / elapsed, "films_cached": count,
+          "augment": bool(config.data.augment.enabled), "num_threads": config.data.num_threads,
+          "worker_processes": config.data.worker_processes, "host_cores": devices.host_cores()}
+
+
 def _stats(ms: list[float], batch: int) -> dict:
   return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
           "images_per_s": 1000.0 * batch / statistics.median(ms)}
@@ -201,6 +249,9 @@ def _run():
     image = jnp.zeros((batch, size, size, 1), model.dtype)
     result["conv_layers"] = time_conv_layers(conv_layer_shapes(model, state.params, image), device,
                                              model.dtype)
+  if _END_TO_END.value:  # last: the state is donated to these steps
+    result["end_to_end"] = time_end_to_end(config, step, state, device, _STEPS.value, _WARMUP.value)
+    result["end_to_end_over_step"] = result["end_to_end"]["images_per_s"] / result["jax"]["images_per_s"]
   reporting.emit_json(result, _OUT.value)
 
 

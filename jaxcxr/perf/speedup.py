@@ -2,6 +2,7 @@
 
   python -m jaxcxr.perf.speedup --config=jaxcxr/configs/paper.py --platforms=cpu,gpu
   python -m jaxcxr.perf.speedup --platforms=cpu1,cpu        # no GPU: one thread vs all cores
+  python -m jaxcxr.perf.speedup --platforms=cpu,gpu:1,gpu:4,gpu:8   # + scaling over GPUs
   python -m jaxcxr.perf.speedup --config=jaxcxr/configs/kermany.py --platforms=cpu,gpu \
       --data_dir=/data/chest_xray --config.train.epochs=3 --out=runs/speedup-kermany
 
@@ -43,7 +44,8 @@ from jaxcxr.report import figures, html
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(pathlib.Path(__file__).parents[1] / "configs" / "default.py"),
     "Config file, identical for every platform; --config.key=value overrides apply to every run.")
-_PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "gpu"], "Platforms to compare: cpu, cpu1, gpu. "
+_PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "gpu"], "Platforms to compare: cpu, cpu1, gpu, each with "
+                               "an optional :N devices to train data parallel on (gpu:4). "
                                "The first is the reference.")
 _OUT = flags.DEFINE_string("out", "runs/speedup", "Output folder (its per-platform runs are started afresh).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset; absent = the embedded synthetic default.")
@@ -64,11 +66,23 @@ def claim_workdirs(out: pathlib.Path, platforms: list[str]) -> None:
                       "another --out")
 
 
+def parse_platform(spec: str) -> tuple[str, int | None] | None:
+  """`gpu:4` -> ('gpu', 4): a platform and the devices to train on (None: as the config says); None if
+  unknown."""
+  name, sep, count = spec.partition(":")
+  if name not in PLATFORMS or (sep and (not count.isdigit() or int(count) < 1)) or (sep and name == "cpu1"):
+    return None
+  return name, int(count) if sep else None
+
+
 def run_platform(platform: str, out: pathlib.Path) -> dict:
   """Trains on one platform in a fresh process; returns its summary, or why it could not run."""
-  if platform not in PLATFORMS:
-    return {"platform": platform, "ran": False, "reason": f"unknown platform; choose from {', '.join(PLATFORMS)}"}
-  flag, jax_platforms = PLATFORMS[platform]
+  parsed = parse_platform(platform)
+  if parsed is None:
+    return {"platform": platform, "ran": False, "reason": f"unknown platform; choose from {', '.join(PLATFORMS)}, "
+            "each with an optional :N devices (not cpu1)"}
+  name, count = parsed
+  flag, jax_platforms = PLATFORMS[name]
   workdir = out / platform
   if (workdir / RUN_MARKER).is_file():
     shutil.rmtree(workdir)  # this command's own earlier run (claim_workdirs refused any other folder)
@@ -80,20 +94,25 @@ def run_platform(platform: str, out: pathlib.Path) -> dict:
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
   if jax_platforms:
     env["JAX_PLATFORMS"] = jax_platforms
-  if platform == "cpu1":
+  if name == "cpu1":
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                         "intra_op_parallelism_threads=1").strip()
     command.append("--config.data.num_threads=1")
+  if count is not None:
+    command.append(f"--config.train.num_devices={count}")
+    if name == "cpu":  # N XLA devices that share the host's cores: the data-parallel path, not more hardware
+      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}").strip()
   print(f"[speedup] {platform}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
   result = runs.run_child(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          pin_to_one_core=platform == "cpu1")
+                          pin_to_one_core=name == "cpu1")
   if result.returncode != 0:
     lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
     reason = lines[-1].removeprefix("error: ") if lines else f"exit {result.returncode}"
     return {"platform": platform, "ran": False, "reason": reason}
   summary = json.loads((workdir / "summary.json").read_text())
   return {"platform": platform, "ran": True, "device": summary["device"], "lowering": summary["lowering"],
-          "timing": summary["timing"], "epochs": summary["epochs"], "test": summary["test"]}
+          "timing": summary["timing"], "epochs": summary["epochs"], "test": summary["test"],
+          "batch_size": summary["config"]["train"]["batch_size"]}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -120,7 +139,26 @@ def compare(results: list[dict]) -> dict:
         statistics.fmean(e["sec_per_epoch"] for e in r["epochs"]),
         "max_abs_difference": {c: max(abs(a[c] - b[c]) for a, b in zip(ref["epochs"], r["epochs"]))
                                for c in CURVES}}
+  out["scaling"] = scaling(ran)
   return out
+
+
+def scaling(ran: list[dict]) -> list[dict]:
+  """Images/s per device count of each platform run on several counts, and the scaling efficiency: the gain
+  over that platform's fewest devices, divided by how many times more devices gave it."""
+  rows = []
+  for name in dict.fromkeys(r["device"]["platform"] for r in ran):
+    counted = sorted((r for r in ran if r["device"]["platform"] == name), key=lambda r: r["device"]["num_devices"])
+    if len({r["device"]["num_devices"] for r in counted}) < 2:
+      continue
+    base = counted[0]
+    base_rate = 1000.0 * base["batch_size"] / base["timing"]["median_ms_per_step"]
+    for r in counted:
+      rate = 1000.0 * r["batch_size"] / r["timing"]["median_ms_per_step"]
+      ratio = r["device"]["num_devices"] / base["device"]["num_devices"]
+      rows.append({"platform": r["platform"], "devices": r["device"]["num_devices"], "images_per_s": rate,
+                   "efficiency": rate / base_rate / ratio})
+  return rows
 
 
 # Each table once, as (header, rows) of formatted cells: report.md and report.html render the same rows.
@@ -136,6 +174,10 @@ SPEEDUP_TEXT = ("Speedup over the reference (mean of per-step ratios, with their
                 "of mean epoch times):")
 CURVES_HEADING = "Loss and accuracy per epoch (paper Tables 3 and 4)"
 DIFFERENCE_TEXT = "Largest difference from the reference over epochs:"
+SCALING_HEADING = "Scaling over devices"
+SCALING_TEXT = ("Images/s from the median step time; efficiency: the gain over the platform's fewest devices "
+                "divided by how many times more devices gave it (100% is linear). cpu:N devices share the host's "
+                "cores: they exercise the data-parallel path, not more hardware.")
 
 
 def platforms_table(results: list[dict], comparison: dict) -> Table:
@@ -184,6 +226,14 @@ def differences_table(comparison: dict) -> Table:
   return header, rows
 
 
+def scaling_table(comparison: dict) -> Table:
+  """Images/s per device count and the scaling efficiency (`scaling`)."""
+  header = ["platform", "devices", "images/s", "scaling efficiency"]
+  rows = [[r["platform"], r["devices"], f"{r['images_per_s']:.1f}", f"{r['efficiency']:.0%}"]
+          for r in comparison.get("scaling", [])]
+  return header, rows
+
+
 def _markdown_table(table: Table) -> list[str]:
   header, rows = table
   return ["| " + " | ".join(str(c) for c in cells) + " |" for cells in [header, ["---"] * len(header), *rows]]
@@ -200,6 +250,8 @@ def markdown(results: list[dict], comparison: dict) -> str:
     lines += ["", f"## {CURVES_HEADING}", "", *_markdown_table(curves_table(ran)), "", DIFFERENCE_TEXT, ""]
     header, rows = differences_table(comparison)
     lines += [f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in zip(header[1:], cells)) for name, *cells in rows]
+    if comparison.get("scaling"):
+      lines += ["", f"## {SCALING_HEADING}", "", SCALING_TEXT, "", *_markdown_table(scaling_table(comparison))]
   return "\n".join(lines) + "\n"
 
 
@@ -214,6 +266,8 @@ def html_report(results: list[dict], comparison: dict, pngs: dict[str, bytes]) -
          [html.table(*epochs_table(ran)), html.paragraph(SPEEDUP_TEXT), html.table(*speedups_table(comparison))]),
         (CURVES_HEADING, [html.table(*curves_table(ran)), html.paragraph(DIFFERENCE_TEXT),
                           html.table(*differences_table(comparison))])]
+    if comparison.get("scaling"):
+      sections.append((SCALING_HEADING, [html.paragraph(SCALING_TEXT), html.table(*scaling_table(comparison))]))
   if pngs:
     sections.append(("Figures", [html.image(data, alt=FIGURES[name], caption=FIGURES[name])
                                  for name, data in pngs.items()]))
@@ -259,7 +313,7 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   try:
     config_lib.validate(config_lib.from_flag(_CONFIG))
-    claim_workdirs(out, [p for p in _PLATFORMS.value if p in PLATFORMS])
+    claim_workdirs(out, [p for p in _PLATFORMS.value if parse_platform(p)])
   except UserError as e:
     sys.exit(f"error: {e}")
   out.mkdir(parents=True, exist_ok=True)

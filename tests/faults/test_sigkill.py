@@ -7,11 +7,13 @@ name and no temporary may be left behind.
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 
 from tests.test_run import ROOT
@@ -51,6 +53,12 @@ POINTS = {
     "after orbax's write, before the checksums": ("jaxcxr.checkpoints:_digest", 1, ""),
     # Its temporary is written in full; the rename over summary.json is what never happens.
     "the summary write, before its rename": ("jaxcxr.fsutil:os.replace", 0, "summary.json"),
+    "the report write, before its rename": ("jaxcxr.fsutil:os.replace", 0, "report.html"),
+}
+# Where a predict command is interrupted, as above.
+PREDICT_POINTS = {
+    "the predictions' CSV, before its rename": ("jaxcxr.fsutil:os.replace", 0, ".csv"),
+    "between two explanations": ("jaxcxr.fsutil:os.replace", 1, ".png"),
 }
 
 
@@ -69,7 +77,7 @@ def reference(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("uninterrupted")
   result = _command(*_args(workdir))
   assert result.returncode == 0, result.stderr
-  return json.loads((workdir / "summary.json").read_text())
+  return workdir, json.loads((workdir / "summary.json").read_text())
 
 
 def _leftovers(workdir):
@@ -79,6 +87,7 @@ def _leftovers(workdir):
 
 @pytest.mark.parametrize("point", list(POINTS))
 def test_a_run_killed_here_ends_as_the_uninterrupted_run(reference, tmp_path, point):
+  _, reference = reference
   where, calls_before, match = POINTS[point]
   killed = _command(*_args(tmp_path), kill_at=(where, str(calls_before), match))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -88,4 +97,28 @@ def test_a_run_killed_here_ends_as_the_uninterrupted_run(reference, tmp_path, po
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert _learning(summary["epochs"]) == _learning(reference["epochs"])
   assert summary["test"] == reference["test"]
+  assert (tmp_path / "report.html").is_file()
   assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("point", list(PREDICT_POINTS))
+def test_a_predict_killed_here_ends_as_the_uninterrupted_one(reference, point):
+  workdir, _ = reference
+  films = sorted((next((workdir / "cache").glob("synthetic-nih-*")) / "images").glob("*.png"))[:3]
+  name = point.replace(" ", "-").replace("'", "")
+
+  def predict(output_name, kill_at=None):
+    return _command("--mode=predict", f"--workdir={workdir}", *map(str, films), "--explain",
+                    f"--output_name={output_name}", kill_at=kill_at)
+
+  assert predict(f"{name}-whole").returncode == 0
+  where, calls_before, match = PREDICT_POINTS[point]
+  killed = predict(name, kill_at=(where, str(calls_before), match))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  assert not (workdir / "predictions" / f"{name}.csv").exists()
+  rerun = predict(name)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  whole, again = (pd.read_csv(workdir / "predictions" / f"{n}.csv") for n in (f"{name}-whole", name))
+  pd.testing.assert_frame_equal(whole.drop(columns="explanation"), again.drop(columns="explanation"))
+  assert all(pathlib.Path(p).is_file() for p in again["explanation"])
+  assert _leftovers(workdir / "predictions") == []

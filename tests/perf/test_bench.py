@@ -169,3 +169,11 @@ def test_bad_arguments_are_one_line_before_any_work(args, message):
   result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *TINY, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode != 0 and "Traceback" not in result.stderr and message in result.stderr
+
+
+def test_end_to_end_feeds_the_same_step_through_the_input_pipeline():
+  data = _bench("--end_to_end", "--films=64", "--config.data.worker_processes=1")
+  e2e = data["end_to_end"]
+  assert e2e["images_per_s"] > 0 and 0.0 <= e2e["data_wait_fraction"] <= 1.0
+  assert e2e["augment"] is True and e2e["worker_processes"] == 1 and e2e["host_cores"] >= 1
+  assert data["end_to_end_over_step"] == pytest.approx(e2e["images_per_s"] / data["jax"]["images_per_s"])

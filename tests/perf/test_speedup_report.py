@@ -36,15 +36,17 @@ WRITE = ("import json, pathlib, sys\n"
          "speedup.write_report(out, {'results': results, 'comparison': speedup.compare(results)})")
 
 
-def _platform(name: str, ms: float, cores: int) -> dict:
-  """One platform as `run_platform` returns it: 2 epochs of 3 timed steps, steps `ms` long."""
+def _platform(name: str, ms: float, cores: int, devices: int = 1) -> dict:
+  """One platform as `run_platform` returns it: 2 epochs of 3 timed steps, steps `ms` long, on `devices`."""
   epochs = [{"epoch": i + 1, "step": 3 * (i + 1), "steps_timed": 3, "sec_per_epoch": 3 * ms / 1000 + 0.01,
              "ms_per_step": ms, "step_ms": [ms, ms * 1.1, ms * 0.9], "train_loss": 0.7 - 0.1 * i,
              "train_accuracy": 0.5 + 0.1 * i, "val_loss": 0.72 - 0.1 * i, "val_accuracy": 0.55 + 0.1 * i,
              "val_auc": 0.6} for i in range(2)]
-  return {"platform": name, "ran": True, "lowering": "direct",
-          "device": {"device_kind": "cpu", "host_cores": cores, "platform": "cpu", "jax_version": "0.10"},
-          "timing": {"compile_s": 1.5, "flops_per_step": 2.0e9}, "epochs": epochs, "test": {"accuracy": 0.6}}
+  return {"platform": name, "ran": True, "lowering": "direct", "batch_size": 16,
+          "device": {"device_kind": "cpu", "host_cores": cores, "platform": "cpu", "jax_version": "0.10",
+                     "num_devices": devices},
+          "timing": {"compile_s": 1.5, "flops_per_step": 2.0e9, "median_ms_per_step": ms}, "epochs": epochs,
+          "test": {"accuracy": 0.6}}
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +113,28 @@ def test_a_chart_of_series_far_apart_is_drawn_in_decades(monkeypatch, ratio, log
   (ax,) = drawn[0].axes
   assert ax.get_yscale() == ("log" if log else "linear")
   assert ax.get_ylabel() == ("ms (log scale)" if log else "ms")
+
+
+SCALING = ("import json, sys\n"
+           "from jaxcxr.perf import speedup\n"
+           "results = json.loads(sys.argv[1])\n"
+           "comparison = speedup.compare(results)\n"
+           "parsed = [speedup.parse_platform(p) for p in ('gpu:4', 'cpu', 'cpu1:2', 'tpu', 'gpu:0')]\n"
+           "print(json.dumps({'parsed': parsed, 'scaling': comparison['scaling'],"
+           " 'markdown': speedup.markdown(results, comparison)}))")
+
+
+def test_device_counts_are_parsed_and_their_scaling_reported():
+  results = [_platform("cpu:1", 100.0, 2), _platform("cpu:2", 60.0, 2, devices=2),
+             {"platform": "cpu:4", "ran": False, "reason": "train.num_devices=4 but only 2 cpu device(s) are visible"}]
+  done = subprocess.run([sys.executable, "-c", SCALING, json.dumps(results)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert done.returncode == 0, done.stderr
+  report = json.loads(done.stdout)
+  assert report["parsed"] == [["gpu", 4], ["cpu", None], None, None, None]
+  one, two = report["scaling"]
+  assert (one["devices"], two["devices"]) == (1, 2)
+  assert one["images_per_s"] == pytest.approx(160.0) and two["images_per_s"] == pytest.approx(16 / 0.06)
+  assert one["efficiency"] == pytest.approx(1.0) and two["efficiency"] == pytest.approx(16 / 0.06 / 160 / 2)
+  assert "## Scaling over devices" in report["markdown"] and "| cpu:2 | 2 | 266.7 | 83% |" in report["markdown"]
+  assert "not run: train.num_devices=4 but only 2 cpu device(s) are visible" in report["markdown"]
