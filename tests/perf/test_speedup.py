@@ -3,13 +3,16 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
 
 from jaxcxr import conv
+from tests.test_train import _learning
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -89,3 +92,32 @@ def test_a_rerun_replaces_its_own_runs(tmp_path):
   (tmp_path / "cpu" / "left-over").write_text("")
   assert _speedup(tmp_path, "cpu,gpu").returncode == 1
   assert (tmp_path / "cpu" / "summary.json").is_file() and not (tmp_path / "cpu" / "left-over").exists()
+
+
+def test_a_killed_command_rerun_ends_as_the_uninterrupted_one(speedup_run, tmp_path):
+  """SIGKILL mid-way through the first platform's training (its child dies with it), then the same command."""
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  command = [sys.executable, "-m", "jaxcxr.perf.speedup", "--config=jaxcxr/configs/tiny.py",
+             "--platforms=cpu,cpu1,gpu", f"--out={tmp_path}", "--config.train.epochs=2"]
+  running = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoint = tmp_path / "cpu" / "checkpoints" / "5.sha256"
+  deadline = time.monotonic() + 300
+  while not checkpoint.exists():
+    assert running.poll() is None and time.monotonic() < deadline, "the first run never reached its checkpoint"
+    time.sleep(0.05)
+  running.send_signal(signal.SIGKILL)
+  running.wait()
+  assert not (tmp_path / "speedup.json").exists()
+  rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  out, _ = speedup_run
+
+  def learned(folder):
+    results = json.loads((folder / "speedup.json").read_text())["results"]
+    return [(r["platform"], r["ran"], [{k: v for k, v in e.items() if k != "step_ms"} for e in _learning(r["epochs"])]
+             if r["ran"] else r["reason"], r.get("test")) for r in results]
+
+  assert learned(tmp_path) == learned(out)
+  leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or "-building-" in p.name
+               or "orbax-checkpoint-tmp" in p.name]
+  assert leftovers == []
