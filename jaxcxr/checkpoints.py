@@ -85,7 +85,9 @@ class Checkpointer:
     """Raises `CorruptCheckpoint` unless the step's files are exactly those recorded when it was saved."""
     record = self._digest_path(step)
     if not record.is_file():
-      raise CorruptCheckpoint("it has no checksum record: its process died while saving it")
+      raise CorruptCheckpoint("it has no checksum record: it is still being written, or its process died while "
+                              "saving it" if self.read_only else "it has no checksum record: its process died while "
+                              "saving it")
     expected, found = json.loads(record.read_text()), _digest(self.directory / str(step))
     changed = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
     if changed:
@@ -126,11 +128,15 @@ class Checkpointer:
                     "previous one", step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
         if not self.read_only:
           self.manager.delete(step)
-          self._digest_path(step).unlink(missing_ok=True)
+          if devices.is_primary():
+            self._digest_path(step).unlink(missing_ok=True)
         continue
       log.info("%s the checkpoint at step %d in %s", "Loading" if self.read_only else "Resuming from", step,
                self.directory)
       return restored["state"], restored["data"], meta["history"]
+    if steps and self.read_only:
+      raise UserError(f"no usable checkpoint in {self.directory} (see above); rerun the training command to "
+                      "repair the run, then apply it")
     if steps:
       raise UserError(f"no usable checkpoint is left in {self.directory} (each was damaged, see above); delete "
                       "that folder to start the run over")

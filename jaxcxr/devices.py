@@ -53,7 +53,8 @@ def start_processes(platform: str, coordinator_address: str | None, num_processe
                                  heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
   except Exception as e:  # pylint: disable=broad-except  # JAX raises RuntimeError or ValueError
     reason = (str(e).splitlines() or [type(e).__name__])[0]
-    raise UserError(f"could not join the run's {num_processes} processes through {coordinator_address} "
+    processes = "processes" if coordinator_address == FROM_CLUSTER else f"{num_processes} processes"
+    raise UserError(f"could not join the run's {processes} through {coordinator_address} "
                     f"({reason}); start every process with the same --coordinator_address and --num_processes, "
                     "each with its own --process_id") from e
   log.info("Process %d of %d joined through %s", jax.process_index(), jax.process_count(), coordinator_address)

@@ -133,15 +133,23 @@ def main(argv):
     devices.log_devices(used)
     train.train_and_evaluate(config, workdir, used, _DATA_DIR.value)
   except UserError as e:
-    sys.exit(f"error: {e}")
+    _stop(f"error: {e}")
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise
     reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
-    print(f"error: process {jax.process_index()} lost another process of the run ({reason}); rerun every "
-          "process with the same command to resume from the last checkpoint", file=sys.stderr, flush=True)
-    # Not sys.exit: JAX's exit handler would wait for the lost process at its shutdown barrier, then abort.
-    os._exit(1)  # pylint: disable=protected-access
+    _stop(f"error: process {jax.process_index()} lost another process of the run ({reason}); rerun every "
+          "process with the same command to resume from the last checkpoint")
+
+
+def _stop(line: str) -> None:
+  """Exits 1 with `line`. In a run of several processes, at once: JAX's exit handler would wait at its shutdown
+  barrier for processes that may be waiting for this one, until they all time out; exiting ends this process's
+  heartbeat instead, so the others stop within `devices.HEARTBEAT_TIMEOUT_S`."""
+  if jax.process_count() == 1:
+    sys.exit(line)
+  print(line, file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def run() -> None:

@@ -111,6 +111,12 @@ def logit(probability: float) -> float:
   return -math.inf if probability <= 0.0 else math.log(probability / (1.0 - probability))
 
 
+def called(logits: np.ndarray, threshold: float) -> np.ndarray:
+  """Which films are called positive at a probability `threshold`: the logit above the threshold's, compared in
+  the logits' own precision (the test report's and predict's one rule)."""
+  return np.asarray(logits) > logit(threshold)
+
+
 def confusion(labels: np.ndarray, predicted: np.ndarray) -> tuple[int, int, int, int]:
   """(tn, fp, fn, tp) of boolean predictions against 0/1 labels."""
   labels, predicted = np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool)

@@ -9,8 +9,8 @@
 Films are decoded and resized by training's own code (`data.images`: PNG, JPEG, DICOM) and scaled by the
 network's own input function, in jitted batches of one fixed size (one compilation). Each target's label is
 taken at the operating point the run chose on validation (`summary.json`); a run that has not finished has
-none yet and is read at 0.5, with a note. The run folder is only read, so a run may be applied while it
-trains; the CSV and the explanations are written under `RUN/predictions/`.
+none yet and is read at 0.5, with a note. Nothing of the run is changed, so a run may be applied while it
+trains: the CSV and the explanations are written under `RUN/predictions/`, and nothing else.
 """
 
 import dataclasses
@@ -47,13 +47,15 @@ def film_paths(inputs: Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
   """Every film `inputs` names: files as given, folders searched (recursively) for films, globs expanded."""
   found = []
   for item in map(str, inputs):
-    matches = sorted(glob.glob(str(pathlib.Path(item).expanduser()), recursive=True)) if glob.has_magic(item) \
-        else [str(pathlib.Path(item).expanduser())]
+    literal = pathlib.Path(item).expanduser()
+    # A path that exists is itself, even where its name has glob characters (scan[1].dcm).
+    matches = sorted(glob.glob(str(literal), recursive=True)) if glob.has_magic(item) and not literal.exists() \
+        else [str(literal)]
     if not matches:
       raise UserError(f"--inputs {item} matches no file; check the pattern")
     for match in map(pathlib.Path, matches):
       if match.is_dir():
-        films = sorted(p for p in match.rglob("*") if p.is_file() and p.suffix.lower() in folders.IMAGE_SUFFIXES)
+        films = sorted(p for p in match.rglob("*") if p.is_file() and folders.is_film(p))
         if not films:
           raise UserError(f"--inputs {match} holds no films ({', '.join(folders.IMAGE_SUFFIXES)} files); "
                           "point it at a folder of films or at the files themselves")
@@ -91,6 +93,10 @@ class Model:
     if film.ndim != 2 or film.dtype != np.uint8:
       raise UserError(f"a film given as an array must be 2-D uint8 greyscale; got {film.dtype} {film.shape} "
                       "(pass paths to have PNG, JPEG or DICOM files decoded)")
+    try:
+      images.check_size("a film given as an array", film.shape[1], film.shape[0])
+    except images.BadImageError as e:
+      raise UserError(str(e)) from e
     return film if film.shape == (self.image_size,) * 2 else \
         images.fit(film, self.image_size, self.config.data.aspect)
 
@@ -122,7 +128,8 @@ class Model:
   def labels(self, logits: np.ndarray) -> np.ndarray:
     """1 where a film is called positive: its probability above the threshold, compared as the test report does
     (the logit above the threshold's logit)."""
-    return (logits > np.array([metrics.logit(t) for t in self.thresholds])).astype(np.int32)
+    columns = [metrics.called(logits[:, k], t) for k, t in enumerate(self.thresholds)]
+    return np.stack(columns, axis=1).astype(np.int32) if columns else np.zeros(logits.shape, np.int32)
 
   def read(self, films: Films, on_bad_image: str = "error") -> tuple[np.ndarray, list[dict], list[str]]:
     """Decodes paths (or takes arrays) into (N, size, size) uint8 inputs, one record per film (its source and
@@ -131,6 +138,9 @@ class Model:
       raise UserError(f"on_bad_image={on_bad_image!r} must be one of {', '.join(ON_BAD_IMAGE)}")
     if isinstance(films, np.ndarray) and films.ndim == 2:
       films = [films]
+    elif isinstance(films, np.ndarray) and films.ndim == 3 and films.shape[-1] in (3, 4):
+      raise UserError(f"an array of shape {films.shape} looks like one colour image, not a stack of greyscale "
+                      "films; pass 2-D greyscale films, one array each or stacked as (N, H, W)")
     arrays, records, skipped = [], [], []
     paths = None if len(films) and isinstance(films[0], np.ndarray) else film_paths(films)
     with Progress(len(films) if paths is None else len(paths), "reading films", unit="film") as bar:
@@ -275,6 +285,9 @@ def run(workdir: str | pathlib.Path, inputs: Sequence[str], platform: str = devi
     raise UserError("--mode=predict needs films: pass --inputs=PATH (files, folders or globs)")
   if on_bad_image not in ON_BAD_IMAGE:
     raise UserError(f"--on_bad_image={on_bad_image!r} must be one of {', '.join(ON_BAD_IMAGE)}")
+  stem = name or re.sub(r"[*?\[\]]", "", pathlib.Path(str(inputs[0]).rstrip("/")).stem) or "films"
+  if stem in (".", "..") or "/" in stem:
+    raise UserError(f"--output_name={stem!r} must be a plain file name (it is written in RUN/predictions/)")
   paths = film_paths(inputs)  # before the checkpoint loads: a typo fails at once
   model = load(workdir, platform)
   pixels, records, skipped = model.read(paths, on_bad_image)
@@ -282,7 +295,6 @@ def run(workdir: str | pathlib.Path, inputs: Sequence[str], platform: str = devi
     raise UserError(f"none of the {len(paths)} film(s) could be read (first: {skipped[0]})")
   logits = model.logits(pixels)
   table = model.table(records, logits)
-  stem = name or re.sub(r"[*?\[\]]", "", pathlib.Path(str(inputs[0]).rstrip("/")).stem) or "films"
   out = model.workdir / "predictions"
   if explain_films:
     table["explanation"] = write_explanations(model, pixels, logits, records, out / stem)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -129,8 +130,8 @@ def _predict(run: Run, state: TrainState, split: CachedSplit) -> tuple[dict, np.
   for batch in input_pipeline.eval_batches(split, batch_size, devices.process_rows(batch_size)):
     sums, z = run.eval_fn(state, run.put(batch))
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    logits.append(devices.host_array(z))
-  logits = np.concatenate(logits)[:len(split)]
+    logits.append(z)
+  logits = devices.host_array(jnp.concatenate(logits))[:len(split)]  # a collective: every process runs it
   return jax.device_get(totals), logits, np.asarray(jax.nn.sigmoid(logits))
 
 
@@ -150,7 +151,7 @@ def _operating_point_report(cfg: ml_collections.ConfigDict, val_labels: np.ndarr
                             labels: np.ndarray, logits: np.ndarray, scores: np.ndarray, patients: list[str]) -> dict:
   """One target's test report at the operating point `cfg.threshold` picks on validation, with intervals."""
   threshold = metrics.choose_threshold(val_labels, val_scores, cfg.threshold)
-  predicted = logits > metrics.logit(threshold["value"])
+  predicted = metrics.called(logits, threshold["value"])
   report = metrics.classification_report(*metrics.confusion(labels, predicted), labels, scores)
   report["threshold"] = threshold
   report["notes"] += [threshold["note"]] if threshold["note"] else []
@@ -350,13 +351,14 @@ def _fit(run: Run, step_fn: jax.stages.Compiled, state: TrainState, data_state: 
         history = [*history, record]
         state = state.replace(opt_state=optim.after_epoch(cfg.train, state.opt_state,
                                                           [r["val_loss"] for r in history], run.sharding))
+        if scalars:  # before the checkpoint: a rerun from it drops them (purge_step) and logs the epoch again
+          # The rate of the epoch's last step (`plateau` decides it from the epochs before this one).
+          scalars.epoch(record, optim.learning_rate(cfg.train, run.total_steps, done - 1,
+                                                    [r["val_loss"] for r in history[:-1]]))
         ckpt.save(state, batches.state, history)
         if devices.is_primary():
           reporting.write_history(run.workdir, history)
         log.info("%s", reporting.epoch_line(record))
-        if scalars:  # the rate this epoch trained with: decided by the epochs before it
-          scalars.epoch(record, optim.learning_rate(cfg.train, run.total_steps, done - 1,
-                                                    [r["val_loss"] for r in history[:-1]]))
         epoch = None
       elif is_time(done, cfg.checkpoint.every_steps, run.total_steps):
         _check_finite(state, ckpt.latest_step())
@@ -444,7 +446,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
                int(state.step))
     else:
       step_fn, compile_s = _compile(run, state)
-      scalars = tensorboard.Scalars(workdir / "tensorboard", int(state.step)) if config.logging.tensorboard else None
+      scalars = tensorboard.Scalars(workdir / "tensorboard", int(state.step)) \
+          if config.logging.tensorboard and devices.is_primary() else None
       try:
         state, history = _fit(run, step_fn, state, data_state, history, ckpt, scalars)
       finally:

@@ -110,6 +110,16 @@ def test_a_narrow_window_clips_and_the_film_is_the_windowed_values(tmp_path):
   np.testing.assert_array_equal(_film(path), _film(write_png(tmp_path / "w.png", expected)))
 
 
+def test_a_window_wider_than_the_data_keeps_it_grey(tmp_path):
+  """The window's whole range is 0..255: data spanning half of it stays within half the grey levels."""
+  x = _pixels()  # 0..255 stored in 8 bits
+  path = write_dicom(tmp_path / "a.dcm", x, WindowCenter=128, WindowWidth=512)
+  film = dicom.read_film(path)[0]
+  expected = np.clip((x - (128 - 0.5)) / (512 - 1) + 0.5, 0.0, 1.0) * 255
+  np.testing.assert_allclose(film, np.round(expected), atol=1)
+  assert 60 <= film.min() and film.max() <= 195
+
+
 def test_the_window_is_in_rescaled_units(tmp_path):
   """A window centred at -745 only makes sense after slope 2, intercept -1000; on stored values it blanks all."""
   x = _pixels()
@@ -216,7 +226,8 @@ def test_a_missing_dicom_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("cut, reason", [("half", "cannot decode its pixel data"),
-                                         ("before the pixel data", "ends before its pixel data")])
+                                         ("before the pixel data", "ends before its pixel data")],
+                         ids=["half", "before the pixel data"])
 def test_a_truncated_dicom_is_refused(tmp_path, cut, reason):
   data = write_dicom(tmp_path / "a.dcm", _pixels()).read_bytes()
   end = len(data) // 2 if cut == "half" else data.rindex(b"\xe0\x7f\x10\x00")  # the (7FE0,0010) tag

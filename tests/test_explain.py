@@ -30,7 +30,9 @@ def test_every_network_is_explained_at_its_last_convolutional_stage(name):
   model, variables, size = _network(name, outputs=3)
   maps = np.asarray(_explain(model.apply, jnp.float32, "hirescam", variables, _films(size), jnp.array([0, 1, 2, 0])))
   assert maps.shape == (4, size, size) and np.isfinite(maps).all()
-  assert maps.min() >= 0.0 and np.isclose(maps.max(axis=(1, 2)), 1.0).sum() >= 1  # each map scaled to its peak
+  peaks = maps.max(axis=(1, 2))
+  assert maps.min() >= 0.0 and np.all(np.isclose(peaks, 1.0) | (peaks == 0.0))  # each map scaled to its peak
+  assert np.isclose(peaks, 1.0).any()
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "densenet121"])

@@ -26,13 +26,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir: pathlib.Path, port: int, cache: pathlib.Path) -> list[subprocess.Popen]:
+def _launch(workdir: pathlib.Path, port: int, cache: pathlib.Path, *extra: str) -> list[subprocess.Popen]:
   """The tiny config's run as two processes on this machine, each told the other's coordinator."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   env.pop("XLA_FLAGS", None)
   return [subprocess.Popen([sys.executable, "-m", "jaxcxr.main", "--config=jaxcxr/configs/tiny.py",
                             f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
-                            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+                            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+                            *extra],
                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
           for i in range(2)]
 
@@ -54,7 +55,7 @@ def _wait_for(path: pathlib.Path, processes: list[subprocess.Popen], timeout: fl
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("two-processes")
-  done = _finish(_launch(workdir, _free_port(), workdir / "cache"))
+  done = _finish(_launch(workdir, _free_port(), workdir / "cache", "--config.logging.tensorboard=true"))
   for rc, _, err in done:
     assert rc == 0, err[-3000:]
   return workdir, json.loads((workdir / "summary.json").read_text()), done
@@ -78,6 +79,7 @@ def test_only_process_zero_reports(two_processes):
   assert "Test split" in out0 and "epoch   2 |" in err0
   assert "Test split" not in out1 and "epoch   2 |" not in err1 and "Report:" not in err1  # gloo prints its own line
   assert (workdir / "report.html").is_file() and (workdir / "metrics.jsonl").read_text().count("\n") == 2
+  assert len(list((workdir / "tensorboard").iterdir())) == 1  # one event file: process 0's
 
 
 def test_both_processes_killed_after_a_checkpoint_resume_to_the_same_result(two_processes, tmp_path):

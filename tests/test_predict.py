@@ -62,8 +62,12 @@ def test_a_film_from_its_file_gives_the_logits_it_has_in_the_training_cache(defa
   np.testing.assert_array_equal(table["p_Pneumonia"].to_numpy(), cached[:, 0])
   summary = reporting.read_summary(default_run)
   assert model.step == summary["step"] and model.thresholds == (summary["test"]["threshold"]["value"],)
-  # The labels are the test report's calls: at the chosen threshold, these films' decisions match its counts' rule.
-  np.testing.assert_array_equal(table["label_Pneumonia"], (cached[:, 0] > model.thresholds[0]).astype(int))
+  # The labels are the test report's calls: over the whole test split they give its confusion counts.
+  every = model.labels(model.logits(np.stack([split.images[i] for i in range(len(split))])))[:, 0]
+  truth = split.labels.astype(bool)
+  test = summary["test"]
+  assert (int((every & ~truth).sum()), int((every & truth).sum())) == (test["fp"], test["tp"])
+  np.testing.assert_array_equal(table["label_Pneumonia"], every[:24])
 
 
 def test_films_given_as_arrays_of_any_size_match_their_files(default_run):
@@ -77,6 +81,10 @@ def test_films_given_as_arrays_of_any_size_match_their_files(default_run):
   assert by_array["path"].tolist() == [f"array[{i}]" for i in range(6)]
   with pytest.raises(UserError, match="2-D uint8"):
     model([arrays[0].astype(np.float32)])
+  with pytest.raises(UserError, match=r"looks like one colour image"):
+    model(np.stack([arrays[0]] * 3, axis=-1))
+  with pytest.raises(UserError, match=r"256x3 pixels is not a chest film"):
+    model([arrays[0][:3]])
 
 
 def test_the_command_writes_a_csv_and_an_explanation_per_film(default_run, tmp_path, capsys):
@@ -112,6 +120,17 @@ def test_a_dicom_gives_the_prediction_of_the_png_it_was_made_from(default_run, t
   assert pydicom.dcmread(tmp_path / "mono1_12bit.dcm").BitsStored == 12
 
 
+def test_a_folder_is_searched_for_films_dicom_without_a_suffix_included(default_run, tmp_path):
+  _, pixels = _grey_film(default_run)
+  (tmp_path / "scans" / "sub").mkdir(parents=True)
+  _write_dicom(tmp_path / "scans" / "sub" / "IM0001", pixels, "MONOCHROME2", 8)  # as PACS exports name them
+  Image.fromarray(pixels).save(tmp_path / "scans" / "film[1].png")  # glob characters in a real name
+  (tmp_path / "scans" / "notes.txt").write_text("not a film")
+  table = predict.load(default_run)([tmp_path / "scans"])
+  assert sorted(pathlib.Path(p).name for p in table["path"]) == ["IM0001", "film[1].png"]
+  assert len(predict.load(default_run)([str(tmp_path / "scans" / "film[1].png")])) == 1
+
+
 def test_predicting_reads_the_run_folder_and_writes_only_predictions(default_run, tmp_path):
   def snapshot():
     return {str(p.relative_to(default_run)): (p.stat().st_size, p.stat().st_mtime_ns)
@@ -129,8 +148,11 @@ def test_an_unfinished_run_labels_at_one_half_and_says_so(default_run, tmp_path)
   unfinished = tmp_path / "run"
   shutil.copytree(default_run, unfinished, ignore=shutil.ignore_patterns("cache", "predictions", ".lock"))
   (unfinished / "summary.json").unlink()
+  steps = sorted(int(p.stem) for p in (unfinished / "checkpoints").glob("*.sha256"))
+  (unfinished / "checkpoints" / f"{steps[-1]}.sha256").unlink()  # as while that step is being saved
   model = predict.load(unfinished)
   assert model.thresholds == (0.5,) and "has not finished" in model.threshold_note
+  assert model.step == steps[-2] and (unfinished / "checkpoints" / str(steps[-1])).is_dir()  # skipped, kept
 
 
 def test_bad_inputs_get_one_line_each(default_run, tmp_path):
@@ -159,6 +181,8 @@ def test_bad_inputs_get_one_line_each(default_run, tmp_path):
     assert "\n" not in str(info.value)
   with pytest.raises(UserError, match="--on_bad_image=skip"):
     predict.run(default_run, [str(tmp_path / "notes.png")])
+  with pytest.raises(UserError, match=r"--output_name='../escape' must be a plain file name"):
+    predict.run(default_run, [str(tmp_path / "notes.png")], name="../escape")
 
 
 def test_skipping_bad_films_predicts_the_rest_and_lists_them(default_run, tmp_path, capsys):

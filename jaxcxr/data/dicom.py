@@ -3,9 +3,10 @@
 Only single-frame greyscale images are films: a structured report (no pixels), a multi-frame series, a colour
 image or an exotic bit depth is refused in one line naming the file, never decoded into something else. The
 pixels go through the file's own modality LUT (RescaleSlope/Intercept) and VOI LUT or window, as a viewer shows
-them, are stretched over their own range exactly as a 16-bit PNG is, and MONOCHROME1 is inverted so that bone
-is bright in every film. A compressed transfer syntax whose plugin is not installed names the `pip install`
-that pydicom itself lists for it.
+them, are scaled from the window's (or VOI LUT's) range to 0..255, or without either stretched over their own
+range exactly as a 16-bit PNG is, and MONOCHROME1 is inverted so that bone is bright in every film. A
+compressed transfer syntax whose plugin is not installed names the `pip install` that pydicom itself lists
+for it.
 """
 
 import os
@@ -24,7 +25,8 @@ GREY_PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
 MIN_BITS, MAX_BITS = 8, 16
 _MAGIC_OFFSET, _MAGIC = 128, b"DICM"
 _REQUIRED = ("Rows", "Columns", "BitsStored", "PhotometricInterpretation")
-# What pydicom raises on a file it cannot parse or pixels it cannot decode; anything else is a bug, not a bad file.
+# What pydicom raises on pixels it cannot decode (its decoders raise these on malformed data, as observed on
+# truncated and inconsistent files); anything else is a bug, not a bad file.
 _PYDICOM_ERRORS = (pydicom.errors.InvalidDicomError, EOFError, struct.error, ValueError, KeyError, TypeError,
                    AttributeError, NotImplementedError, RuntimeError)
 
@@ -80,12 +82,42 @@ def read_film(path: str | os.PathLike,
     values = pydicom.pixels.apply_voi_lut(values, ds)
   except _PYDICOM_ERRORS as e:
     raise DicomError(f"{path}: cannot decode its pixel data ({e})") from e
-  film = stretch_to_uint8(values)
+  display = _display_range(ds)
+  film = stretch_to_uint8(values) if display is None else _to_uint8(values, *display)
   photometric = str(ds.PhotometricInterpretation)
   if photometric == "MONOCHROME1":  # low values are white: invert so that bone is bright as in MONOCHROME2
     film = 255 - film
   return film, {"pixel_spacing_mm": _pixel_spacing(ds), "photometric": photometric,
                 "bits_stored": int(ds.BitsStored)}
+
+
+def _display_range(ds: pydicom.Dataset) -> tuple[float, float] | None:
+  """The range a VOI LUT or window maps the film into, as pydicom's `apply_voi_lut` sets it (a VOI LUT's
+  output bits; a window's stored range, rescaled: PS3.3 C.11.2.1.2), or None when the file has neither. A
+  window is a choice of contrast: scaling its whole range to 0..255 keeps a window wider than the data grey,
+  where stretching the windowed values over their own range would undo it."""
+  if "VOILUTSequence" in ds:
+    return 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+  if "WindowCenter" not in ds or "WindowWidth" not in ds:
+    return None
+  bits = int(ds.BitsStored)
+  if ds.get("ModalityLUTSequence"):
+    low, high = 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+  elif int(ds.get("PixelRepresentation", 0)) == 0:
+    low, high = 0.0, float(2 ** bits - 1)
+  else:
+    low, high = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+  if ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None:
+    slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    low, high = sorted((low * slope + intercept, high * slope + intercept))
+  return low, high
+
+
+def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+  """`values` in [low, high] to 0..255, by the same rounding as the stretch."""
+  span = high - low
+  scaled = (np.asarray(values, np.float64) - low) * (255.0 / span) if span > 0 else np.zeros(np.shape(values))
+  return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def _check_header(path, ds: pydicom.Dataset) -> None:

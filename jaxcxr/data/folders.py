@@ -35,12 +35,17 @@ def patient_id(file_name: str) -> str:
   return pathlib.Path(file_name).stem
 
 
+def is_film(path: pathlib.Path) -> bool:
+  """A file a folder scan takes: by its suffix, or a DICOM by its header (PACS exports often have no suffix)."""
+  return path.suffix.lower() in IMAGE_SUFFIXES or dicom.is_dicom(path)
+
+
 def _class_files(folder: pathlib.Path) -> list[tuple[str, str, str]]:
   """(class name, relative id, path) for every image one level below `folder`'s class folders."""
   rows = []
   for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
     for f in sorted(class_dir.iterdir()):
-      if f.suffix.lower() in IMAGE_SUFFIXES:
+      if f.is_file() and is_film(f):
         rows.append((class_dir.name, f"{folder.name}/{class_dir.name}/{f.name}", str(f)))
   return rows
 

@@ -69,7 +69,7 @@ def load_film_with_metadata(path: str | os.PathLike, size: int, aspect: str = "p
     raise ValueError(f"aspect must be one of {ASPECT_MODES}, got {aspect!r}")
   try:
     if dicom.is_dicom(path):
-      film, metadata = dicom.read_film(path, check_size=functools.partial(_check_size, path))
+      film, metadata = dicom.read_film(path, check_size=functools.partial(check_size, path))
       gray = Image.fromarray(film)
     else:
       gray, metadata = _decode(path, size), {"pixel_spacing_mm": None, "photometric": None, "bits_stored": None}
@@ -90,14 +90,14 @@ def _decode(path: str | os.PathLike, size: int) -> Image.Image:
   with warnings.catch_warnings():
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     with Image.open(path) as img:
-      _check_size(path, img.width, img.height)
+      check_size(path, img.width, img.height)
       if img.format == "JPEG":
         img.draft("L", (size, size))
       img.load()
       return _to_grayscale(img)
 
 
-def _check_size(path: str | os.PathLike, width: int, height: int) -> None:
+def check_size(path: str | os.PathLike, width: int, height: int) -> None:
   """The limits every format passes before its pixels are decoded: no decompression bomb, nothing but a film."""
   if width * height > MAX_PIXELS:
     raise BadImageError(f"{path}: {width}x{height} pixels exceeds the "

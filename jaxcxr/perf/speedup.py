@@ -147,8 +147,10 @@ def scaling(ran: list[dict]) -> list[dict]:
   """Images/s per device count of each platform run on several counts, and the scaling efficiency: the gain
   over that platform's fewest devices, divided by how many times more devices gave it."""
   rows = []
-  for name in dict.fromkeys(r["device"]["platform"] for r in ran):
-    counted = sorted((r for r in ran if r["device"]["platform"] == name), key=lambda r: r["device"]["num_devices"])
+  scaled = [r for r in ran if parse_platform(r["platform"])[0] != "cpu1"]  # one thread is not one device of many
+  for name in dict.fromkeys(parse_platform(r["platform"])[0] for r in scaled):
+    counted = sorted((r for r in scaled if parse_platform(r["platform"])[0] == name),
+                     key=lambda r: r["device"]["num_devices"])
     if len({r["device"]["num_devices"] for r in counted}) < 2:
       continue
     base = counted[0]

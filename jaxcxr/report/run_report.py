@@ -93,8 +93,6 @@ def _data_section(summary: dict, targets: tuple[str, ...]) -> list[str]:
 
 def _curves_section(history: list[dict]) -> list[str]:
   epochs = [r["epoch"] for r in history]
-  if not epochs:
-    return [html.paragraph("No epoch was trained in this process (the run was already complete).")]
   pngs = [figures.line_chart("Loss per epoch", "epoch", "loss", {
               "train": (epochs, [r["train_loss"] for r in history]), "val": (epochs, [r["val_loss"] for r in history])},
                              log_y=False, size=CHART_SIZE),
@@ -132,7 +130,7 @@ def _test_section(summary: dict, test: TestScores) -> list[str]:
   for k, name in enumerate(test.targets):
     roc, pr = metrics.roc_curve(test.labels[:, k], test.scores[:, k]), \
         metrics.precision_recall_curve(test.labels[:, k], test.scores[:, k])
-    auc = metrics.roc_auc(test.labels[:, k], test.scores[:, k])
+    auc = t["findings"][name]["auc"] if "findings" in t else t["auc"]  # the table's figure, not recomputed
     label = f"{name} (AUROC {_fmt(auc, '.3f')})"
     tn, fp, fn, tp = metrics.confusion(test.labels[:, k], test.called[:, k])
     if roc is not None:
