@@ -52,5 +52,7 @@ def explained_stage(module: nn.Module, x: jax.Array) -> jax.Array:
   given a `perturbations` collection, a zero is added to it there, so the gradient of a logit with respect to
   that collection is the gradient with respect to the map (flax's `sow` and `perturb`).
   """
+  if module.is_initializing():  # a network's variables are its parameters and statistics only
+    return x
   module.sow("intermediates", EXPLAINED_STAGE, x)
   return module.perturb(EXPLAINED_STAGE, x)
