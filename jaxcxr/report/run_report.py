@@ -156,7 +156,7 @@ def _test_section(summary: dict, test: TestScores) -> list[str]:
   parts.append(html.image(figures.reliability(calibration["predicted"], calibration["observed"],
                                               calibration["counts"], calibration["ece"], "Calibration, test split"
                                               + pooled), "reliability diagram",
-                          "Observed fraction of positives against the predicted probability, in ten bins.",
+                          f"Observed fraction of positives against the predicted probability, in ten bins{pooled}.",
                           width=CHART_WIDTH))
   return parts
 
