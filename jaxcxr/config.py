@@ -6,19 +6,25 @@ value and which values go together; `validate` checks all of that at once and
 reports every problem in one line, so a run never builds a cache, compiles or
 trains with a config that would fail later. The names a key may take live with
 the module that owns them and are imported from there.
+
+Two checks need what only the run knows, and are the only ones outside `validate`:
+the batch sizes against the devices found (`check_device_count`), and the
+schedule against the steps the data gives (`optim.check_steps`). The run's
+signature (what a checkpoint must match to be resumed) is defined here too.
 """
 
+import json
 import math
+import pathlib
 from collections.abc import Iterator
 
 import ml_collections
-from absl import flags
-from ml_collections import config_flags
 
 from jaxcxr import augment, input_pipeline, metrics, models, optim
-from jaxcxr.data import cache, datasets, images, nih
+from jaxcxr.configs import EVERY_KEY
+from jaxcxr.data import datasets, images, nih
 from jaxcxr.errors import UserError
-from jaxcxr.report import tensorboard
+from jaxcxr import tensorboard
 
 MIN_IMAGE_SIZE = 8
 
@@ -49,7 +55,7 @@ def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
   yield "data.test_fraction", d.test_fraction, (0.0 < d.test_fraction < 1.0 - d.val_fraction,
                                                 "must be in (0, 1 - data.val_fraction)")
   yield "data.split_seed", d.split_seed, _at_least(d.split_seed, 0)
-  yield "data.on_bad_image", d.on_bad_image, _choice(d.on_bad_image, cache.BAD_IMAGE_POLICIES)
+  yield "data.on_bad_image", d.on_bad_image, _choice(d.on_bad_image, images.ON_BAD_IMAGE)
   yield "data.workers", d.workers, _at_least(d.workers, 0)
   yield "data.num_threads", d.num_threads, _at_least(d.num_threads, 1)
   yield "data.worker_processes", d.worker_processes, _at_least(d.worker_processes, 0)
@@ -119,27 +125,52 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   return found
 
 
-def from_flag(config_flag: flags.FlagHolder) -> ml_collections.ConfigDict:
-  """A `DEFINE_config_file` flag's config with its overrides applied; UserError when the file cannot be loaded
-  (ml_collections reports a missing file as a chained traceback when the value is first used)."""
-  try:
-    config = config_flag.value
-    config.keys()  # a file that failed to load gives a stand-in that raises on first use
-    return config
-  except OSError as e:
-    path = config_flags.get_config_filename(flags.FLAGS[config_flag.name])
-    cause = next((line.strip() for line in str(e.__cause__ or e).splitlines() if "Errno" in line or "Error" in line),
-                 type(e).__name__)
-    raise UserError(f"--config={path} could not be loaded ({cause}); pass a config file such as "
-                    "jaxcxr/configs/default.py") from e
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises one UserError naming every problem of `config` (see `problems`); returns when it is valid."""
   found = problems(config)
   if found:
     raise UserError(f"invalid config: {'; '.join(found)}; fix {'it' if len(found) == 1 else 'them'} in the "
-                    "config file or its --config.KEY=VALUE overrides (every key: jaxcxr/configs/default.py)")
+                    f"config file or its --config.KEY=VALUE overrides (every key: {EVERY_KEY})")
 
 
+def eval_batch_size(train: ml_collections.ConfigDict) -> int:
+  """The batch size of evaluation and prediction: `train.eval_batch_size`, or the training batch size (0)."""
+  return train.eval_batch_size or train.batch_size
 
+
+def check_device_count(config: ml_collections.ConfigDict, count: int) -> None:
+  """UserError unless the (global) batch sizes divide over the `count` devices the run found."""
+  for key in ("batch_size", "eval_batch_size"):
+    if config.train[key] % count:
+      raise UserError(f"train.{key}={config.train[key]} does not divide over the run's {count} devices "
+                      f"(the batch size is global); use a multiple of {count}, or train.num_devices")
+
+
+# Keys that change how fast a run goes, how often it saves or how it reports, never what it computes: a run
+# may resume across them. model.lowering computes the same gradients another way, and train.num_devices the
+# same global batch over more devices (to float rounding).
+RESUMABLE_ACROSS = ("data.workers", "data.num_threads", "data.worker_processes", "data.prefetch", "data.cache_dir",
+                    "model.lowering", "train.log_step_times", "train.eval_batch_size", "train.num_devices", "eval.",
+                    "checkpoint.", "logging.")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def run_signature(config: ml_collections.ConfigDict, data_dir: str | None) -> dict:
+  """Everything that decides what a run computes, as dotted keys: a checkpoint written under another signature
+  would mix two runs, so it is not resumed. `train.epochs` counts only where the schedule spans the whole run
+  (raising it otherwise continues a finished run)."""
+  flat = {k: v for k, v in _flatten(config.to_dict()).items() if not k.startswith(RESUMABLE_ACROSS)}
+  if not optim.spans_the_run(config.train):
+    flat.pop("train.epochs")
+  flat["data_dir"] = str(pathlib.Path(data_dir).expanduser().resolve()) if data_dir else None
+  # Through JSON, so tuples compare equal to the lists a restored JSON item holds.
+  return json.loads(json.dumps(flat))

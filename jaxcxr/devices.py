@@ -90,8 +90,8 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def select_device(platform: str) -> jax.Device:
-  """Returns the first device of `platform`, or raises UserError explaining how to get one.
+def _first_device(platform: str) -> jax.Device:
+  """The first device of `platform`, or UserError explaining how to get one.
 
   It changes nothing else: the CPU entry points apply the host allocator
   setting (`hostmem.retain_freed_memory`) themselves, before this starts the backend.
@@ -114,7 +114,7 @@ def select_device(platform: str) -> jax.Device:
 def select_devices(platform: str, count: int = 0) -> list[jax.Device]:
   """The first `count` devices of `platform` (`train.num_devices`; 0 = every visible one, of every process),
   or UserError."""
-  first = select_device(platform)
+  first = _first_device(platform)
   visible = jax.devices(first.platform)
   if jax.process_count() > 1 and count not in (0, len(visible)):
     raise UserError(f"train.num_devices={count} with {jax.process_count()} processes: a run over several "
@@ -138,10 +138,10 @@ def host_cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def describe(device: jax.Device, used: Sequence[jax.Device] = ()) -> dict:
-  """What the logs and the summary record about the device a run used (`device`, the first of `used` where
-  it trains on several: `num_devices` and their names)."""
-  used = list(used) or [device]
+def record(used: Sequence[jax.Device]) -> dict:
+  """What the logs, the summary and the benchmarks record about the devices a run used: the first one's kind
+  and platform, how many and their names."""
+  device = used[0]
   return {
       "num_devices": len(used),
       "devices": [str(d) for d in used],
@@ -156,7 +156,7 @@ def describe(device: jax.Device, used: Sequence[jax.Device] = ()) -> dict:
 
 
 def log_devices(used: Sequence[jax.Device]) -> None:
-  info = describe(used[0], used)
+  info = record(used)
   log.info("Running on %s (%s), JAX %s: %d of %d %s device(s) visible", ", ".join(info["devices"]),
            info["device_kind"], info["jax_version"], info["num_devices"], info["local_device_count"],
            info["platform"])

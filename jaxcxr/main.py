@@ -2,7 +2,7 @@
 
   python run.py --platform=cpu                         # embedded synthetic default (run.py calls `run`)
   python -m jaxcxr.main --platform=cpu                 # the same, from an installed package
-  python run.py --platform=gpu --data_dir=/data/nih --config=jaxcxr/configs/paper.py
+  python run.py --platform=gpu --data_dir=/data/nih --config=configs/paper.py
   python run.py --config.train.epochs=3                # any config key can be overridden
   python run.py --mode=describe --data_dir=/data/nih   # what the dataset holds; no training
   python run.py --mode=predict --workdir=runs/default-cpu --inputs=films/ scan.dcm --explain
@@ -16,25 +16,12 @@ import sys
 import jax
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
-from jaxcxr import devices, hostmem
+from jaxcxr import cli, devices, hostmem
+from jaxcxr.data import images
 from jaxcxr.errors import UserError
 
-
-def _bad_override(e: Exception):
-  """ml_collections applies `--config.x.y` overrides while defining and parsing the flag."""
-  detail = " ".join(str(e).encode().decode("unicode_escape").replace("'", "").split())
-  sys.exit(f"error: unknown config key in a --config override ({detail}); the keys are listed in "
-           "jaxcxr/configs/default.py")
-
-
-try:
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", str(pathlib.Path(__file__).parent / "configs" / "default.py"), "Config file.",
-      lock_config=True)
-except (AttributeError, KeyError) as err:
-  _bad_override(err)
+_CONFIG = cli.config_flag("default", "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, metrics, summary). "
                                "Default: runs/<config name>-<platform>.")
 _PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
@@ -52,8 +39,8 @@ _INPUTS = flags.DEFINE_multi_string("inputs", [], "predict: films (PNG, JPEG, DI
                                     "paths after the flags are taken as inputs too.")
 _EXPLAIN = flags.DEFINE_bool("explain", False, "predict: also write a class activation map over each film "
                              "(jaxcxr/explain.py).")
-_ON_BAD_IMAGE = flags.DEFINE_enum("on_bad_image", "error", ["error", "skip"], "predict: stop at an unreadable "
-                                  "film, or skip it and list it.")
+_ON_BAD_IMAGE = flags.DEFINE_enum("on_bad_image", images.STOP_AT_BAD_IMAGE, list(images.ON_BAD_IMAGE),
+                                  "predict: stop at an unreadable film, or skip it and list it.")
 _OUTPUT_NAME = flags.DEFINE_string("output_name", None, "predict: writes RUN/predictions/<name>.csv; default: the "
                                    "first input's name.")
 
@@ -70,54 +57,22 @@ def _setup_logging() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
-def _raised_by_the_config_file(e: Exception) -> bool:
-  """Whether `e` came from inside a config file's `get_config()`, not from applying an override."""
-  tb = e.__traceback__
-  while tb is not None:
-    if tb.tb_frame.f_code.co_name == "get_config":
-      return True
-    tb = tb.tb_next
-  return False
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, plus a one-line error for a `--config.x.y` that names no config key."""
-  try:
-    return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError) as e:
-    if "get_config" in str(e):
-      sys.exit("error: the --config file could not be loaded: it defines no get_config(); start from "
-               "jaxcxr/configs/default.py")
-    if not _raised_by_the_config_file(e):
-      _bad_override(e)
-    sys.exit(f"error: the --config file could not be loaded: its get_config() raised {type(e).__name__}: {e}; "
-             "fix the file, or start from jaxcxr/configs/default.py")
-  except Exception as e:  # pylint: disable=broad-except  # the config file's own code failed while it loaded
-    where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
-    sys.exit(f"error: the --config file could not be loaded: {type(e).__name__}: {e.msg if where else e}{where}; "
-             "fix the file, or start from jaxcxr/configs/default.py")
-
-
 def main(argv):
   if len(argv) > 1 and _MODE.value != "predict":  # a shell-expanded --inputs=*.png leaves paths behind
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from jaxcxr import config as config_lib  # pylint: disable=g-import-not-at-top
-  from jaxcxr import (
-    predict,  # pylint: disable=g-import-not-at-top
-    train,  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast.
-  )
+  # After flags: keeps --help fast.
+  from jaxcxr import experiment, predict  # pylint: disable=g-import-not-at-top
   from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top
   from jaxcxr.fsutil import ensure_writable_dir, exclusive  # pylint: disable=g-import-not-at-top
   _setup_logging()
-  config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
+  config_name = pathlib.Path(cli.config_file(_CONFIG)).stem
   workdir = _WORKDIR.value or f"runs/{config_name}-{_PLATFORM.value}"
   try:
     if _MODE.value == "predict":  # the run's own config, not --config
       predict.run(workdir, [*_INPUTS.value, *argv[1:]], _PLATFORM.value, _ON_BAD_IMAGE.value, _EXPLAIN.value,
                   _OUTPUT_NAME.value)
       return
-    config = config_lib.from_flag(_CONFIG)
-    config_lib.validate(config)  # before the device starts or any file is touched
+    config = cli.load_config(_CONFIG)  # validated before the device starts or any file is touched
     if _MODE.value == "describe":
       folder = ensure_writable_dir(workdir, "--workdir")
       with exclusive(folder, "--workdir"):
@@ -131,7 +86,7 @@ def main(argv):
       logging.getLogger("jaxcxr").setLevel(logging.WARNING)
     used = devices.select_devices(_PLATFORM.value, config.train.num_devices)
     devices.log_devices(used)
-    train.train_and_evaluate(config, workdir, used, _DATA_DIR.value)
+    experiment.train_and_evaluate(config, workdir, used, _DATA_DIR.value)
   except UserError as e:
     _stop(f"error: {e}")
   except jax.errors.JaxRuntimeError as e:
@@ -153,7 +108,7 @@ def _stop(line: str) -> None:
 
 
 def run() -> None:
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(main)
 
 
 if __name__ == "__main__":

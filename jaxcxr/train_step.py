@@ -152,3 +152,11 @@ def batch_shapes(batch_size: int, image_size: int, targets: int = 1) -> dict:
   (B,) for one target, (B, targets) for several)."""
   return {"image": jax.ShapeDtypeStruct((batch_size, image_size, image_size), jnp.uint8),
           "label": jax.ShapeDtypeStruct((batch_size,) if targets == 1 else (batch_size, targets), jnp.int32)}
+
+
+def state_template(model: nn.Module, tx: optax.GradientTransformation, image_size: int, seed: int,
+                   sharding: jax.sharding.Sharding) -> tuple[Callable[[], TrainState], TrainState]:
+  """A fresh state's initialiser, and its shapes placed by `sharding` (what a checkpoint is restored into):
+  training and `inference.from_checkpoint` rebuild a run's state through this one function."""
+  init = functools.partial(create_state, model, tx, image_size, seed)
+  return init, placed_shapes(jax.eval_shape(init), sharding)

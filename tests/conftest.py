@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic NIH-format dataset generated once per session, and tiny configs."""
+"""Shared fixtures: a tiny synthetic NIH-format dataset generated once per session, tiny configs, and the runs
+several tests read (trained once per session); the fast and slow tiers (`--runslow`)."""
 
 import os
 
@@ -10,6 +11,22 @@ import pytest  # noqa: E402
 
 from jaxcxr.configs import tiny  # noqa: E402
 from jaxcxr.data import synthetic  # noqa: E402
+
+
+def pytest_addoption(parser):
+  parser.addoption("--runslow", action="store_true",
+                   help="also run the slow tier (tests marked slow): end-to-end, fault-injection, multi-process "
+                        "and torchvision-reference tests")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Without --runslow, the slow tier is deselected (not skipped: the fast tier's summary lists real skips)."""
+  if config.getoption("--runslow"):
+    return
+  slow = [item for item in items if item.get_closest_marker("slow")]
+  if slow:
+    config.hook.pytest_deselected(items=slow)
+    items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +50,22 @@ def tiny_nih(shared_cache) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def straight(tmp_path_factory, shared_cache):
+  """The reference: the tiny config trained for its 2 epochs in one go, which resumed runs must match bit for
+  bit. Tests read it and may rerun it; none changes it."""
+  from tests.support import train_run  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.data.cache_dir = str(shared_cache)
+  workdir = tmp_path_factory.mktemp("straight")
+  return workdir, train_run(config, workdir)
+
+
+@pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> pathlib.Path:
   """The README's default run (the paper CNN on the embedded synthetic films, 8 epochs), trained once per
   session: the run that predict, the explanations and the report are checked on."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from jaxcxr import train  # pylint: disable=g-import-not-at-top
   from jaxcxr.configs import default  # pylint: disable=g-import-not-at-top
+  from tests.support import train_run  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("default-run")
-  train.train_and_evaluate(default.get_config(), workdir, jax.devices("cpu")[0])
+  train_run(default.get_config(), workdir)
   return workdir

@@ -7,8 +7,7 @@ import pytest
 from jaxcxr import config as config_lib
 from jaxcxr.configs import default, densenet121, kermany, paper, resnet18, tiny
 from jaxcxr.errors import UserError
-from tests.test_configs import CONFIGS
-from tests.test_run import _run as run_command
+from tests.support import CONFIGS, override, run_command
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -19,15 +18,6 @@ def test_every_shipped_config_is_valid(name):
 @pytest.mark.parametrize("network", ["paper_cnn", "resnet18", "resnet50", "densenet121"])
 def test_the_tiny_variants_are_valid(network):
   assert config_lib.problems(tiny.get_config(network)) == []
-
-
-def _override(config, key, value):
-  group, *rest = key.split(".")
-  node = config[group]
-  for part in rest[:-1]:
-    node = node[part]
-  node[rest[-1]] = value
-  return config
 
 
 BAD = [  # (key, value, what the message must say)
@@ -75,13 +65,13 @@ BAD = [  # (key, value, what the message must say)
 @pytest.mark.parametrize("key,value,message", BAD, ids=[f"{k}={v}" for k, v, _ in BAD])
 def test_a_bad_value_is_named_in_one_line(key, value, message):
   with pytest.raises(UserError) as error:
-    config_lib.validate(_override(default.get_config(), key, value))
+    config_lib.validate(override(default.get_config(), key, value))
   text = str(error.value)
   assert message in text and "\n" not in text and text.startswith("invalid config: ")
 
 
 def test_every_problem_is_reported_at_once():
-  config = _override(_override(default.get_config(), "train.batch_size", 0), "model.dropout", 2.0)
+  config = override(override(default.get_config(), "train.batch_size", 0), "model.dropout", 2.0)
   found = config_lib.problems(config)
   assert len(found) == 2 and any("train.batch_size" in p for p in found) and any("model.dropout" in p for p in found)
 
@@ -89,14 +79,14 @@ def test_every_problem_is_reported_at_once():
 @pytest.mark.parametrize("make,size,smallest", [(kermany.get_config, 28, 32), (paper.get_config, 16, 32),
                                                 (densenet121.get_config, 28, 29)])
 def test_an_image_too_small_for_the_network_is_refused(make, size, smallest):
-  config = _override(make(), "data.image_size", size)
+  config = override(make(), "data.image_size", size)
   with pytest.raises(UserError, match=rf"data.image_size={size} is smaller than .* use data.image_size >= {smallest}"):
     config_lib.validate(config)
-  config_lib.validate(_override(make(), "data.image_size", smallest))
+  config_lib.validate(override(make(), "data.image_size", smallest))
 
 
 def test_a_resnet_takes_any_image_size():  # its downsamplings are all padded
-  config_lib.validate(_override(resnet18.get_config(), "data.image_size", 8))
+  config_lib.validate(override(resnet18.get_config(), "data.image_size", 8))
 
 
 def test_a_key_of_another_network_is_refused():
@@ -148,8 +138,8 @@ def test_the_command_line_stops_in_one_line_before_any_work(tmp_path, args, mess
 
 
 def test_a_warmup_longer_than_the_run_is_refused_before_training(tiny_config, tmp_path):
-  from jaxcxr import devices, train
+  from jaxcxr import devices, experiment
   tiny_config.train.schedule, tiny_config.train.warmup_steps = "warmup_cosine", 500
   with pytest.raises(UserError, match=r"train.warmup_steps=500 is not below this run's 16 steps \(2 epochs of 8\)"):
-    train.train_and_evaluate(tiny_config, tmp_path, devices.select_device("cpu"))
+    experiment.train_and_evaluate(tiny_config, tmp_path, devices.select_devices("cpu", 1)[0])
   assert not (tmp_path / "checkpoints").exists()

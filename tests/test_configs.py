@@ -1,10 +1,7 @@
 import importlib
-import pathlib
 
 import pytest
-
-CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "jaxcxr" / "configs").glob("*.py")
-                 if p.stem != "__init__")
+from tests.support import CONFIGS
 
 
 def test_the_configs_are_found():

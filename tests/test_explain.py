@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcxr import explain, reporting
+from jaxcxr import explain, workdir
 from jaxcxr.configs import tiny
 from jaxcxr.data import synthetic
 from jaxcxr.models import MODELS, create_model, prepare_input
@@ -72,6 +72,6 @@ def test_the_recorded_opacities_are_where_the_films_are_brighter():
 
 
 def test_on_the_default_run_the_map_peaks_inside_the_opacity_for_most_films(default_run):
-  found = reporting.read_summary(default_run)["localisation"]
+  found = workdir.read_summary(default_run)["localisation"]
   assert found["films"] >= 10
   assert found["inside"]["hirescam"] > found["films"] / 2, found

@@ -9,14 +9,14 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcxr import conv, devices, models, train, train_step
+from jaxcxr import conv, devices, experiment, models, train_step
 from jaxcxr.errors import UserError
 from jaxcxr.perf.flops import step_flops
 
 
 def _gpu():
   try:
-    return devices.select_device("gpu")
+    return devices.select_devices("gpu", 1)[0]
   except UserError:
     return None
 
@@ -26,19 +26,19 @@ pytestmark = pytest.mark.skipif(GPU is None, reason="no GPU visible to JAX (CI n
 
 
 def test_tiny_run_trains_on_the_gpu(tiny_config, tmp_path):
-  summary = train.train_and_evaluate(tiny_config, tmp_path, GPU)
+  summary = experiment.train_and_evaluate(tiny_config, tmp_path, GPU)
   assert summary["device"]["platform"] == "gpu"
   t = summary["test"]
   assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]
-  assert devices.select_device("gpu") == GPU
+  assert devices.select_devices("gpu", 1)[0] == GPU
 
 
 @pytest.mark.skipif(GPU is None or len(jax.devices("gpu")) < 2, reason="needs two or more GPUs")
 def test_data_parallel_over_every_gpu_trains_as_one(tiny_config, tmp_path):
   every = devices.select_devices("gpu")[:8]  # 4 films a device: the tiny training split holds 60-70
   tiny_config.train.batch_size = tiny_config.train.eval_batch_size = 4 * len(every)
-  one = train.train_and_evaluate(tiny_config, tmp_path / "one", every[:1])
-  all_of_them = train.train_and_evaluate(tiny_config, tmp_path / "all", every)
+  one = experiment.train_and_evaluate(tiny_config, tmp_path / "one", every[:1])
+  all_of_them = experiment.train_and_evaluate(tiny_config, tmp_path / "all", every)
   assert all_of_them["device"]["num_devices"] == len(every) and one["device"]["num_devices"] == 1
   t = all_of_them["test"]
   assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == all_of_them["split_sizes"]["test"]

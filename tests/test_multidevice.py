@@ -12,13 +12,13 @@ import sys
 import textwrap
 
 import pytest
+from tests.support import ROOT
 
-from tests.test_run import ROOT
 
 SCRIPT = textwrap.dedent("""
     import json, pathlib, sys
     import jax
-    from jaxcxr import devices, train
+    from jaxcxr import devices, experiment
     from jaxcxr.configs import tiny
     from jaxcxr.errors import UserError
 
@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
       return c
 
     def run(name, n, **kw):
-      s = train.train_and_evaluate(config(**kw), out / name, jax.devices()[:n])
+      s = experiment.train_and_evaluate(config(**kw), out / name, jax.devices()[:n])
       return {"epochs": [[r["train_loss"], r["val_loss"], r["val_auc"]] for r in s["epochs"]],
               "test": {k: s["test"][k] for k in ("tn", "fp", "fn", "tp", "auc")}, "device": s["device"]}
 
@@ -46,9 +46,9 @@ SCRIPT = textwrap.dedent("""
       result["one_then_four"] = run("one_then_four", 4)
       direct = config()
       direct.model.lowering = "direct"
-      attempts = {"batch": lambda: train.train_and_evaluate(config(batch_size=6), out / "b", jax.devices()),
+      attempts = {"batch": lambda: experiment.train_and_evaluate(config(batch_size=6), out / "b", jax.devices()),
                   "count": lambda: devices.select_devices("cpu", 8),
-                  "direct": lambda: train.train_and_evaluate(direct, out / "d", jax.devices())}
+                  "direct": lambda: experiment.train_and_evaluate(direct, out / "d", jax.devices())}
       errors = {}
       for name, attempt in attempts.items():
         try:

@@ -15,7 +15,8 @@ import pytest
 
 from jaxcxr import devices
 from jaxcxr.errors import UserError
-from tests.test_train import _learning, _run
+from tests.support import learning, train_run
+
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -30,7 +31,7 @@ def _launch(workdir: pathlib.Path, port: int, cache: pathlib.Path, *extra: str) 
   """The tiny config's run as two processes on this machine, each told the other's coordinator."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   env.pop("XLA_FLAGS", None)
-  return [subprocess.Popen([sys.executable, "-m", "jaxcxr.main", "--config=jaxcxr/configs/tiny.py",
+  return [subprocess.Popen([sys.executable, "-m", "jaxcxr.main", "--config=configs/tiny.py",
                             f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
                             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
                             *extra],
@@ -64,7 +65,7 @@ def two_processes(tmp_path_factory):
 def test_two_processes_train_as_one_process_does(two_processes, tiny_config, tmp_path):
   _, summary, _ = two_processes
   tiny_config.model.lowering = "xla"  # what auto picks over several devices
-  one = _run(tiny_config, tmp_path)
+  one = train_run(tiny_config, tmp_path)
   assert summary["device"]["num_devices"] == 2
   for mine, theirs in zip(summary["epochs"], one["epochs"]):
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc"):
@@ -96,7 +97,7 @@ def test_both_processes_killed_after_a_checkpoint_resume_to_the_same_result(two_
     assert rc == 0, err[-3000:]
   assert "Resuming from the checkpoint at step" in done[0][2]
   resumed = json.loads((tmp_path / "summary.json").read_text())
-  assert _learning(resumed["epochs"]) == _learning(uninterrupted["epochs"])
+  assert learning(resumed["epochs"]) == learning(uninterrupted["epochs"])
   assert resumed["test"] == uninterrupted["test"]
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcxr import metrics, optim, reporting, train, train_step
+from jaxcxr import evaluate, metrics, optim, train_step
+from jaxcxr.report import console
 from jaxcxr.configs import chexnet, tiny
 from jaxcxr.data import cache, nih
 from jaxcxr.errors import UserError
-from tests import test_report
-from tests.test_train import _crash_then_resume, _final_state, _learning, _run
+from tests.support import crash_then_resume, final_state, learning, references, train_run
 
 
 def test_target_all_gives_one_column_per_finding_matched_by_whole_name(tiny_nih):
@@ -101,13 +101,13 @@ def _multilabel_config(shared_cache, network="densenet121"):
 
 def _stall_validation(monkeypatch):
   """Makes every epoch's validation loss worse than the last (by the step count), so `plateau` must cut."""
-  evaluate = train.evaluate
+  epoch_metrics = evaluate.epoch_metrics
 
-  def stalled(run, state, split):
-    report = evaluate(run, state, split)
+  def stalled(score, state, split):
+    report = epoch_metrics(score, state, split)
     return {**report, "loss": report["loss"] + int(state.step)}
 
-  monkeypatch.setattr(train, "evaluate", stalled)
+  monkeypatch.setattr(evaluate, "epoch_metrics", stalled)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def multilabel_run(tmp_path_factory, shared_cache):
   workdir = tmp_path_factory.mktemp("multilabel")
   with pytest.MonkeyPatch.context() as monkeypatch:
     _stall_validation(monkeypatch)
-    return config, workdir, _run(config, workdir)
+    return config, workdir, train_run(config, workdir)
 
 
 def test_a_multi_label_run_reports_every_finding_as_chexnet_did(multilabel_run, capsys):
@@ -141,15 +141,15 @@ def test_a_multi_label_run_reports_every_finding_as_chexnet_did(multilabel_run, 
   for k, finding in enumerate(nih.FINDINGS):
     assert summary["neg_weight"][k] == pytest.approx(train_positives[finding] / train_films)
     assert summary["pos_weight"][k] == pytest.approx(1.0 - train_positives[finding] / train_films)
-  table = reporting.summary_table(summary)
+  table = console.summary_text(summary)
   assert "CheXNet" in table and f"mean ({len(defined)} findings)" in table and "Pneumothorax" in table
-  _, state = _final_state(workdir)
+  _, state = final_state(workdir)
   assert np.asarray(state["params"]["head"]["kernel"]).shape[-1] == 14
 
 
 def test_the_plateau_learning_rate_of_a_run_follows_its_validation_losses(multilabel_run):
   config, workdir, summary = multilabel_run
-  _, state = _final_state(workdir)
+  _, state = final_state(workdir)
   expected = optim.plateau_learning_rate(config.train, [r["val_loss"] for r in summary["epochs"]])
   assert expected == pytest.approx(1e-5)  # cut after epochs 2 and 3
   assert float(np.asarray(state["opt_state"]["hyperparams"]["learning_rate"])) == pytest.approx(expected)
@@ -159,8 +159,8 @@ def test_a_multi_label_run_resumes_bitwise_after_a_crash(multilabel_run, tmp_pat
   config, ref_dir, ref = multilabel_run
   with pytest.MonkeyPatch.context() as stall:  # apart: the crash helper undoes its own patches to resume
     _stall_validation(stall)
-    resumed = _crash_then_resume(config, tmp_path, monkeypatch)
-  assert _learning(resumed["epochs"]) == _learning(ref["epochs"]) and resumed["test"] == ref["test"]
+    resumed = crash_then_resume(config, tmp_path, monkeypatch)
+  assert learning(resumed["epochs"]) == learning(ref["epochs"]) and resumed["test"] == ref["test"]
 
 
 def test_a_checkpoint_of_another_target_is_refused(multilabel_run, shared_cache):
@@ -168,7 +168,7 @@ def test_a_checkpoint_of_another_target_is_refused(multilabel_run, shared_cache)
   config = _multilabel_config(shared_cache)
   config.data.target = "Pneumonia"
   with pytest.raises(UserError, match="target"):
-    _run(config, workdir)
+    train_run(config, workdir)
 
 
 def test_the_chexnet_config_is_cheXnets_recipe():
@@ -187,4 +187,4 @@ def test_a_multi_label_report_lists_every_finding_and_pools_calibration(multilab
   assert "CheXNet (2017)" in page and all(f"<td>{finding}</td>" in page for finding in nih.FINDINGS)
   assert "every finding pooled" in page
   assert 'alt="confusion matrix"' not in page  # one 2x2 matrix per finding would say less than the table
-  assert test_report.references(page) == []
+  assert references(page) == []

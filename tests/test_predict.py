@@ -15,7 +15,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from jaxcxr import predict, reporting
+from jaxcxr import inference, predict, workdir
 from jaxcxr.data import cache
 from jaxcxr.errors import UserError
 from jaxcxr.fsutil import exclusive
@@ -58,12 +58,12 @@ def test_a_film_from_its_file_gives_the_logits_it_has_in_the_training_cache(defa
   model = predict.load(default_run)
   split = _test_split(default_run)
   table = model(_film_paths(default_run, split.image_ids[:24]))
-  cached = predict.probability(model.logits(np.stack([split.images[i] for i in range(24)])))
+  cached = inference.probability(model.network.logits(np.stack([split.images[i] for i in range(24)])))
   np.testing.assert_array_equal(table["p_Pneumonia"].to_numpy(), cached[:, 0])
-  summary = reporting.read_summary(default_run)
-  assert model.step == summary["step"] and model.thresholds == (summary["test"]["threshold"]["value"],)
+  summary = workdir.read_summary(default_run)
+  assert model.network.step == summary["step"] and model.network.thresholds == (summary["test"]["threshold"]["value"],)
   # The labels are the test report's calls: over the whole test split they give its confusion counts.
-  every = model.labels(model.logits(np.stack([split.images[i] for i in range(len(split))])))[:, 0]
+  every = model.network.labels(model.network.logits(np.stack([split.images[i] for i in range(len(split))])))[:, 0]
   truth = split.labels.astype(bool)
   test = summary["test"]
   assert (int((every & ~truth).sum()), int((every & truth).sum())) == (test["fp"], test["tp"])
@@ -75,7 +75,7 @@ def test_films_given_as_arrays_of_any_size_match_their_files(default_run):
   grey = [p for p in _film_paths(default_run, _test_split(default_run).image_ids[:20]) if Image.open(p).mode == "L"]
   paths = grey[:6]  # 8-bit films: their pixels as an array are what decoding the file gives
   arrays = [np.asarray(Image.open(p)) for p in paths]
-  assert arrays[0].shape != (model.image_size,) * 2
+  assert arrays[0].shape != (model.network.image_size,) * 2
   by_path, by_array = model(paths), model(arrays)
   np.testing.assert_allclose(by_array["p_Pneumonia"], by_path["p_Pneumonia"], atol=1e-6)
   assert by_array["path"].tolist() == [f"array[{i}]" for i in range(6)]
@@ -151,8 +151,8 @@ def test_an_unfinished_run_labels_at_one_half_and_says_so(default_run, tmp_path)
   steps = sorted(int(p.stem) for p in (unfinished / "checkpoints").glob("*.sha256"))
   (unfinished / "checkpoints" / f"{steps[-1]}.sha256").unlink()  # as while that step is being saved
   model = predict.load(unfinished)
-  assert model.thresholds == (0.5,) and "has not finished" in model.threshold_note
-  assert model.step == steps[-2] and (unfinished / "checkpoints" / str(steps[-1])).is_dir()  # skipped, kept
+  assert model.network.thresholds == (0.5,) and "has not finished" in model.network.threshold_note
+  assert model.network.step == steps[-2] and (unfinished / "checkpoints" / str(steps[-1])).is_dir()  # skipped, kept
 
 
 def test_bad_inputs_get_one_line_each(default_run, tmp_path):
@@ -175,9 +175,9 @@ def test_bad_inputs_get_one_line_each(default_run, tmp_path):
       (not_a_run, [tmp_path / "notes.png"], "holds no trained run"),
       (untrained, [tmp_path / "notes.png"], "has no checkpoint yet"),
   ]
-  for workdir, inputs, expected in cases:
+  for run, inputs, expected in cases:
     with pytest.raises(UserError, match=expected) as info:
-      predict.run(workdir, [str(i) for i in inputs])
+      predict.run(run, [str(i) for i in inputs])
     assert "\n" not in str(info.value)
   with pytest.raises(UserError, match="--on_bad_image=skip"):
     predict.run(default_run, [str(tmp_path / "notes.png")])
@@ -201,3 +201,15 @@ def test_the_command_line_exits_with_one_line(tmp_path):
                         capture_output=True, text=True, cwd=pathlib.Path(__file__).parents[1], check=False)
   assert done.returncode == 1
   assert done.stderr.strip().splitlines()[-1].startswith("error: --inputs x.png: no such file or folder")
+
+
+@pytest.mark.parametrize("name", ["config.json", "summary.json"])
+def test_a_damaged_run_file_stops_predict_in_one_line_naming_it(default_run, tmp_path, name):
+  run = tmp_path / "run"
+  shutil.copytree(default_run, run, ignore=shutil.ignore_patterns("cache", "predictions", ".lock"))
+  text = (run / name).read_text()
+  (run / name).write_text(text[:len(text) // 3])
+  with pytest.raises(UserError, match=rf"{name} is damaged \(JSONDecodeError.*\); rerun training with the same "
+                                      r"command and --workdir=.* to rewrite it") as info:
+    predict.load(run)
+  assert "\n" not in str(info.value)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from jaxcxr import metrics
 from jaxcxr.report import run_report
+from tests.support import references
 
 _INLINE = 'src="data:image/png;base64,'
 
@@ -16,11 +17,6 @@ _INLINE = 'src="data:image/png;base64,'
 def _inline_images(page: str) -> list[Image.Image]:
   inlined = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
   return [Image.open(io.BytesIO(base64.b64decode(data))) for data in inlined]
-
-
-def references(page: str) -> list[str]:
-  """Every src or href of the page that is not an inlined PNG: what would break offline."""
-  return [ref for ref in re.findall(r'(?:src|href)="([^"]*)"', page) if not ref.startswith("data:image/png;base64,")]
 
 
 def test_a_run_writes_a_self_contained_report_with_every_figure(default_run):

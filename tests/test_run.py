@@ -2,20 +2,9 @@
 
 import ctypes
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _run(*args, timeout=300):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+from tests.support import run_command
 
 
 def _last_line(stderr: str) -> str:
@@ -23,7 +12,7 @@ def _last_line(stderr: str) -> str:
 
 
 def test_tiny_run_end_to_end(tmp_path, shared_cache):
-  result = _run("--config=jaxcxr/configs/tiny.py", f"--workdir={tmp_path}", f"--config.data.cache_dir={shared_cache}")
+  result = run_command("--config=configs/tiny.py", f"--workdir={tmp_path}", f"--config.data.cache_dir={shared_cache}")
   assert result.returncode == 0, result.stderr
   assert "Test split" in result.stdout and "accuracy" in result.stdout
   assert "SYNTHETIC" in result.stderr and "epoch   2 |" in result.stderr
@@ -34,7 +23,7 @@ def test_tiny_run_end_to_end(tmp_path, shared_cache):
 
 
 def test_gpu_missing_is_one_clear_line(tmp_path):
-  result = _run("--platform=gpu", f"--workdir={tmp_path}")
+  result = run_command("--platform=gpu", f"--workdir={tmp_path}")
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
   line = _last_line(result.stderr)
@@ -47,20 +36,20 @@ def test_gpu_missing_is_one_clear_line(tmp_path):
     (["--config.train.epochs=zero"], "epochs"),
 ])
 def test_bad_flags_are_rejected(tmp_path, args, expected):
-  result = _run(*args, f"--workdir={tmp_path}")
+  result = run_command(*args, f"--workdir={tmp_path}")
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   assert expected in result.stderr
 
 
 def test_missing_data_dir(tmp_path):
-  result = _run(f"--data_dir={tmp_path / 'nope'}", f"--workdir={tmp_path / 'w'}")
+  result = run_command(f"--data_dir={tmp_path / 'nope'}", f"--workdir={tmp_path / 'w'}")
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert _last_line(result.stderr).startswith(f"error: --data_dir={tmp_path / 'nope'} does not exist")
 
 
 def test_describe_mode(tmp_path, tiny_nih):
-  result = _run("--mode=describe", f"--data_dir={tiny_nih}", f"--workdir={tmp_path}")
+  result = run_command("--mode=describe", f"--data_dir={tiny_nih}", f"--workdir={tmp_path}")
   assert result.returncode == 0, result.stderr
   report = json.loads((tmp_path / "describe.json").read_text())
   assert report["all"]["missing_on_disk"] == 0

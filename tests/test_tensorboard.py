@@ -6,8 +6,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from jaxcxr import config as config_lib
 from jaxcxr.errors import UserError
-from jaxcxr.report import tensorboard
-from tests.test_train import _run
+from jaxcxr import tensorboard
+from tests.support import train_run
 
 
 def _curves(folder) -> dict[str, list[tuple[int, float]]]:
@@ -24,7 +24,7 @@ def logged_config(tiny_config):
 
 
 def test_every_epoch_writes_its_scalars(logged_config, tmp_path):
-  summary = _run(logged_config, tmp_path)
+  summary = train_run(logged_config, tmp_path)
   curves = _curves(tmp_path / "tensorboard")
   assert set(curves) == {*tensorboard.SCALARS, "optimizer/learning_rate"}
   steps = [r["step"] for r in summary["epochs"]]
@@ -50,9 +50,9 @@ def test_a_resumed_run_keeps_one_value_per_step(logged_config, tmp_path, monkeyp
 
   monkeypatch.setattr(tensorboard.Scalars, "epoch", write_then_die)
   with pytest.raises(Killed):
-    _run(logged_config, tmp_path)
+    train_run(logged_config, tmp_path)
   monkeypatch.undo()
-  summary = _run(logged_config, tmp_path)
+  summary = train_run(logged_config, tmp_path)
   curves = _curves(tmp_path / "tensorboard")
   assert [s for s, _ in curves["train/loss"]] == [r["step"] for r in summary["epochs"]] == [8, 16, 24]
   np.testing.assert_allclose([v for _, v in curves["train/loss"]], [r["train_loss"] for r in summary["epochs"]],

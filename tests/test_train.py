@@ -5,49 +5,11 @@ import shutil
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from jaxcxr import checkpoints, devices, train
 from jaxcxr.data import synthetic
 from jaxcxr.errors import UserError
-from tests.test_config import _override as override
-
-TIMING_KEYS = {"sec_per_epoch", "ms_per_step", "data_wait_fraction", "steps_timed"}
-CPU = devices.select_device("cpu")
-
-
-def _run(config, workdir, data_dir=None):
-  return train.train_and_evaluate(config, workdir, CPU, data_dir)
-
-
-def _learning(history):
-  return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in history]
-
-
-def _final_state(workdir):
-  with ocp.CheckpointManager((workdir / "checkpoints").absolute()) as manager:
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return step, restored["state"]
-
-
-def _assert_same_state(a, b):
-  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(leaves_a) == len(leaves_b)
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, shared_cache):
-  """The reference: the tiny config trained for its 2 epochs in one go."""
-  from jaxcxr.configs import tiny
-  config = tiny.get_config()
-  config.data.cache_dir = str(shared_cache)
-  workdir = tmp_path_factory.mktemp("straight")
-  summary = _run(config, workdir)
-  return workdir, summary
+from tests.support import assert_same_state, crash_then_resume, final_state, learning, override, train_run, write_npz
 
 
 def test_run_writes_paper_tables(straight):
@@ -70,49 +32,28 @@ def test_run_writes_paper_tables(straight):
 def test_resume_at_epoch_boundary_is_exact(straight, tiny_config, tmp_path):
   ref_dir, ref = straight
   tiny_config.train.epochs = 1
-  _run(tiny_config, tmp_path)
+  train_run(tiny_config, tmp_path)
   tiny_config.train.epochs = 2
-  resumed = _run(tiny_config, tmp_path)
-  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
+  resumed = train_run(tiny_config, tmp_path)
+  assert learning(resumed["epochs"]) == learning(ref["epochs"])
   assert resumed["test"] == ref["test"]
-  step, state = _final_state(tmp_path)
-  ref_step, ref_state = _final_state(ref_dir)
+  step, state = final_state(tmp_path)
+  ref_step, ref_state = final_state(ref_dir)
   assert step == ref_step
-  _assert_same_state(state, ref_state)
-
-
-class Killed(Exception):
-  pass
-
-
-def _crash_then_resume(config, workdir, monkeypatch) -> dict:
-  """Runs until just after the mid-epoch checkpoint at step 5 (every 5 steps, 8 per epoch), dies there,
-  then reruns the same command; returns the resumed run's summary."""
-  original = checkpoints.Checkpointer.save
-
-  def save_then_die(self, state, data_state, history):
-    original(self, state, data_state, history)
-    if int(state.step) == 5:
-      raise Killed
-
-  monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
-  with pytest.raises(Killed):
-    _run(config, workdir)
-  monkeypatch.undo()
-  return _run(config, workdir)
+  assert_same_state(state, ref_state)
 
 
 def test_resume_after_a_crash_mid_epoch_is_exact(straight, tiny_config, tmp_path, monkeypatch):
   ref_dir, ref = straight
-  resumed = _crash_then_resume(tiny_config, tmp_path, monkeypatch)
-  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
-  _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
+  resumed = crash_then_resume(tiny_config, tmp_path, monkeypatch)
+  assert learning(resumed["epochs"]) == learning(ref["epochs"])
+  assert_same_state(final_state(tmp_path)[1], final_state(ref_dir)[1])
 
 
 def test_finished_run_reruns_as_a_noop(straight, tiny_config, capsys):
   workdir, ref = straight
   before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
-  again = _run(tiny_config, workdir)
+  again = train_run(tiny_config, workdir)
   assert again == json.loads((workdir / "summary.json").read_text())
   assert again["test"] == ref["test"]
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
@@ -123,7 +64,7 @@ def test_checkpoint_from_another_model_is_refused(straight, tiny_config):
   workdir, _ = straight
   tiny_config.model.widths = (8, 32)
   with pytest.raises(UserError, match="run with other settings.*model.widths.*new --workdir"):
-    _run(tiny_config, workdir)
+    train_run(tiny_config, workdir)
 
 
 @pytest.mark.parametrize("key,value", [("train.batch_size", 4), ("train.learning_rate", 3e-3),
@@ -133,13 +74,13 @@ def test_a_checkpoint_of_other_training_settings_is_refused(straight, tiny_confi
   workdir, _ = straight
   override(tiny_config, key, value)
   with pytest.raises(UserError, match=rf"run with other settings \(differs in {key}\), and resuming would mix"):
-    _run(tiny_config, workdir)
+    train_run(tiny_config, workdir)
 
 
 def test_a_checkpoint_of_another_dataset_folder_is_refused(straight, tiny_config, tiny_nih):
   workdir, _ = straight
   with pytest.raises(UserError, match=r"differs in data_dir"):
-    _run(tiny_config, workdir, data_dir=str(tiny_nih))
+    train_run(tiny_config, workdir, data_dir=str(tiny_nih))
 
 
 def test_settings_that_change_no_result_resume(straight, tiny_config, tmp_path):
@@ -148,10 +89,10 @@ def test_settings_that_change_no_result_resume(straight, tiny_config, tmp_path):
   ref = straight[1]
   tiny_config.data.num_threads, tiny_config.model.lowering, tiny_config.checkpoint.keep = 1, "xla", 5
   tiny_config.train.eval_batch_size = 16
-  assert _run(tiny_config, workdir)["test"] == ref["test"]  # the finished run, recognised as the same
+  assert train_run(tiny_config, workdir)["test"] == ref["test"]  # the finished run, recognised as the same
   # Other eval settings: the same finished run, its test split reported again with them.
   tiny_config.eval.bootstrap, tiny_config.eval.confidence = 50, 0.9
-  again = _run(tiny_config, workdir)
+  again = train_run(tiny_config, workdir)
   assert again["epochs"] == ref["epochs"] and again["test"]["interval_confidence"] == 0.9
   assert {k: again["test"][k] for k in ("tn", "fp", "fn", "tp", "auc")} == \
       {k: ref["test"][k] for k in ("tn", "fp", "fn", "tp", "auc")}
@@ -161,15 +102,15 @@ def test_settings_that_change_no_result_resume(straight, tiny_config, tmp_path):
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, tiny_config, tmp_path, caplog):
   _, ref = straight
   tiny_config.train.epochs = 1
-  _run(tiny_config, tmp_path)
+  train_run(tiny_config, tmp_path)
   latest = max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   for f in (tmp_path / "checkpoints" / str(latest) / "state").rglob("*"):
     if f.is_file():
       f.write_bytes(b"corrupt")
   tiny_config.train.epochs = 2
-  resumed = _run(tiny_config, tmp_path)
+  resumed = train_run(tiny_config, tmp_path)
   assert any("unreadable" in r.getMessage() and "falling back" in r.getMessage() for r in caplog.records)
-  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
+  assert learning(resumed["epochs"]) == learning(ref["epochs"])
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
@@ -179,8 +120,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path
   tiny_config.train.warmup_steps = 4
   tiny_config.checkpoint.every_steps = 1
   with pytest.raises(UserError, match=r"NaN/inf at step 2; the last good checkpoint \(step 1\) is kept"):
-    _run(tiny_config, tmp_path)
-  step, state = _final_state(tmp_path)
+    train_run(tiny_config, tmp_path)
+  step, state = final_state(tmp_path)
   assert step == 1
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
 
@@ -188,18 +129,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path
 def test_unwritable_workdir(tiny_config, tmp_path):
   (tmp_path / "file").write_text("")
   with pytest.raises(UserError, match="--workdir .* is not writable"):
-    _run(tiny_config, tmp_path / "file" / "run")
+    train_run(tiny_config, tmp_path / "file" / "run")
 
 
 def test_empty_split_is_named(tiny_config, tmp_path):
   tiny_config.data.views = "LL"  # no synthetic film has a lateral view
   with pytest.raises(UserError, match="split 'train' is empty.*views='LL'"):
-    _run(tiny_config, tmp_path)
+    train_run(tiny_config, tmp_path)
 
 
 def test_missing_data_dir(tiny_config, tmp_path):
   with pytest.raises(UserError, match="does not exist"):
-    _run(tiny_config, tmp_path / "w", data_dir=str(tmp_path / "nope"))
+    train_run(tiny_config, tmp_path / "w", data_dir=str(tmp_path / "nope"))
 
 
 def test_one_class_test_split_reports_auc_undefined(tiny_config, tiny_nih, tmp_path, capsys):
@@ -212,7 +153,7 @@ def test_one_class_test_split_reports_auc_undefined(tiny_config, tiny_nih, tmp_p
                         for l in lines[1:]]
   csv.write_text("\n".join(lines) + "\n")
   tiny_config.train.epochs = 1
-  summary = _run(tiny_config, tmp_path / "w", data_dir=str(data))
+  summary = train_run(tiny_config, tmp_path / "w", data_dir=str(data))
   assert summary["test"]["auc"] is None and summary["test"]["tp"] == 0
   assert "AUC undefined" in capsys.readouterr().out
   assert synthetic.MARKER in {p.name for p in data.iterdir()}
@@ -236,17 +177,17 @@ def test_trains_on_a_kermany_tree(tiny_config, tmp_path):
   tiny_config.data.dataset = "kermany"
   tiny_config.data.cache_dir = ""
   tiny_config.train.epochs = 1
-  summary = _run(tiny_config, tmp_path / "w", data_dir=str(_kermany_tree(tmp_path / "chest_xray")))
+  summary = train_run(tiny_config, tmp_path / "w", data_dir=str(_kermany_tree(tmp_path / "chest_xray")))
   assert summary["split_sizes"]["test"] == 16 and summary["split_positives"]["test"] == 8
   assert summary["split_sizes"]["train"] + summary["split_sizes"]["val"] == 52
 
 
 def test_trains_on_a_medmnist_npz(tiny_config, tmp_path):
-  from tests.data.test_medmnist import write_npz
+
   tiny_config.data.dataset = "medmnist"
   tiny_config.data.cache_dir = ""
   tiny_config.train.epochs = 1
-  summary = _run(tiny_config, tmp_path / "w", data_dir=str(write_npz(tmp_path / "p.npz", counts=(40, 8, 10))))
+  summary = train_run(tiny_config, tmp_path / "w", data_dir=str(write_npz(tmp_path / "p.npz", counts=(40, 8, 10))))
   assert summary["split_sizes"] == {"train": 40, "val": 8, "test": 10}
   assert summary["test"]["tn"] + summary["test"]["fp"] + summary["test"]["fn"] + summary["test"]["tp"] == 10
 
@@ -254,7 +195,7 @@ def test_trains_on_a_medmnist_npz(tiny_config, tmp_path):
 def test_class_balanced_sampling_run(tiny_config, tmp_path):
   tiny_config.train.class_balance = "sampling"
   tiny_config.train.epochs = 1
-  summary = _run(tiny_config, tmp_path)
+  summary = train_run(tiny_config, tmp_path)
   negatives = summary["split_sizes"]["train"] - summary["split_positives"]["train"]
   assert summary["epochs"][0]["step"] == 2 * negatives // tiny_config.train.batch_size
   assert summary["pos_weight"] == 1.0
@@ -265,8 +206,8 @@ def test_worker_processes_train_exactly_like_threads(straight, tiny_config, tmp_
   flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags, as under run.py
   _, ref = straight
   tiny_config.data.worker_processes = 2
-  summary = _run(tiny_config, tmp_path)
-  assert _learning(summary["epochs"]) == _learning(ref["epochs"])
+  summary = train_run(tiny_config, tmp_path)
+  assert learning(summary["epochs"]) == learning(ref["epochs"])
 
 
 @pytest.fixture(scope="module", params=["resnet18", "resnet50", "densenet121"])
@@ -276,7 +217,7 @@ def backbone_run(request, tmp_path_factory, shared_cache):
   config = tiny.get_config(request.param)
   config.data.cache_dir = str(shared_cache)
   workdir = tmp_path_factory.mktemp(request.param)
-  return config, workdir, _run(config, workdir)
+  return config, workdir, train_run(config, workdir)
 
 
 def test_each_backbone_trains_end_to_end_with_batchnorm(backbone_run):
@@ -285,16 +226,16 @@ def test_each_backbone_trains_end_to_end_with_batchnorm(backbone_run):
   assert [r["epoch"] for r in summary["epochs"]] == [1, 2]
   t = summary["test"]
   assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]
-  _, state = _final_state(workdir)
+  _, state = final_state(workdir)
   stats = jax.tree.leaves(state["batch_stats"])
   assert stats and any(np.abs(np.asarray(s)).max() > 0 for s in stats)  # the running averages moved
 
 
 def test_batchnorm_model_resumes_bitwise_after_a_crash(backbone_run, tmp_path, monkeypatch):
   config, ref_dir, ref = backbone_run
-  resumed = _crash_then_resume(config, tmp_path, monkeypatch)
-  assert _learning(resumed["epochs"]) == _learning(ref["epochs"]) and resumed["test"] == ref["test"]
-  _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
+  resumed = crash_then_resume(config, tmp_path, monkeypatch)
+  assert learning(resumed["epochs"]) == learning(ref["epochs"]) and resumed["test"] == ref["test"]
+  assert_same_state(final_state(tmp_path)[1], final_state(ref_dir)[1])
 
 
 def test_test_metrics_come_with_patient_bootstrap_intervals(straight, capsys):
@@ -312,7 +253,7 @@ def test_an_operating_point_chosen_on_validation_is_applied_to_test(tiny_config,
   tiny_config.train.epochs = 1
   tiny_config.eval.threshold = "recall:1.0"
   tiny_config.eval.bootstrap = 0
-  summary = _run(tiny_config, tmp_path)
+  summary = train_run(tiny_config, tmp_path)
   t = summary["test"]
   assert t["threshold"]["chosen"] and 0.0 <= t["threshold"]["value"] < 1.0 and "intervals" not in t
   assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]
@@ -322,5 +263,15 @@ def test_an_operating_point_chosen_on_validation_is_applied_to_test(tiny_config,
 def test_a_bad_threshold_rule_stops_before_any_work(tiny_config, tmp_path):
   tiny_config.eval.threshold = "median"
   with pytest.raises(UserError, match="eval.threshold='median'"):
-    _run(tiny_config, tmp_path)
+    train_run(tiny_config, tmp_path)
   assert not (tmp_path / "cache").exists()
+
+
+def test_a_damaged_summary_is_rewritten_by_rerunning(straight, tiny_config, tmp_path, caplog):
+  workdir = tmp_path / "copy"
+  shutil.copytree(straight[0], workdir)
+  text = (workdir / "summary.json").read_text()
+  (workdir / "summary.json").write_text(text[:len(text) // 2])  # as a disk that filled mid-write might leave it
+  again = train_run(tiny_config, workdir)
+  assert "summary.json is damaged: the test split is reported again" in caplog.text
+  assert again["test"] == straight[1]["test"] and json.loads((workdir / "summary.json").read_text()) == again

@@ -6,19 +6,7 @@ import numpy as np
 import optax
 
 from jaxcxr import models, train_step
-
-
-def _state(seed=0):
-  model = models.PaperCNN(widths=(4, 8), convs_per_block=1, dense=(8,), dropout=0.0)
-  return train_step.create_state(model, optax.adam(1e-2), image_size=16, seed=seed)
-
-
-def _batch(n=8, seed=0):
-  rng = np.random.default_rng(seed)
-  labels = np.arange(n) % 2
-  images = rng.integers(0, 100, (n, 16, 16)).astype(np.uint8)
-  images[labels == 1, 4:12, 4:12] = 220  # positives carry a bright square
-  return {"image": images, "label": labels.astype(np.int32)}
+from tests.support import tiny_batch, tiny_state
 
 
 def _eval(state, batch, mask=None):
@@ -29,7 +17,7 @@ def _eval(state, batch, mask=None):
 
 def test_train_steps_lower_the_loss_on_a_fixed_batch():
   train, _ = train_step.jit_steps(pos_weight=1.0, dtype=jnp.float32)
-  state, batch = _state(), _batch()
+  state, batch = tiny_state(), tiny_batch()
   before = float(_eval(state, batch)[0]["loss"])
   for _ in range(10):
     state = train(state, batch)
@@ -39,7 +27,7 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
 
 
 def test_eval_confusion_counts_match_hand_count():
-  state, batch = _state(), _batch(n=10)
+  state, batch = tiny_state(), tiny_batch(n=10)
   mask = np.arange(10) < 7  # the last three rows are padding
   sums, logits = _eval(state, batch, mask)
   predicted, labels = np.asarray(logits) > 0, batch["label"] > 0
@@ -62,7 +50,7 @@ def test_dropout_depends_on_the_step_not_on_history():
   model = models.PaperCNN(widths=(4,), convs_per_block=1, dense=(16,), dropout=0.5)
   state = train_step.create_state(model, optax.sgd(0.0), image_size=8, seed=0)
   train, _ = train_step.jit_steps(pos_weight=1.0, dtype=jnp.float32)
-  batch = _batch(n=4)
+  batch = tiny_batch(n=4)
   batch = {"image": batch["image"][:, :8, :8], "label": batch["label"]}
   a = train(state, batch)  # donated: rebuild the initial state for the second call
   b = train(train_step.create_state(model, optax.sgd(0.0), image_size=8, seed=0), batch)
@@ -74,5 +62,5 @@ def test_dropout_depends_on_the_step_not_on_history():
 
 def test_nonfinite_loss_records_the_first_bad_step():
   train, _ = train_step.jit_steps(pos_weight=float("nan"), dtype=jnp.float32)
-  state = train(train(_state(), _batch()), _batch())
+  state = train(train(tiny_state(), tiny_batch()), tiny_batch())
   assert int(state.sums["first_nonfinite_step"]) == 0

@@ -33,7 +33,6 @@ from jaxcxr.progress import Progress
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3  # 3: manifests name their targets
-BAD_IMAGE_POLICIES = ("error", "skip")
 # Below this many images a process pool costs more to start than it saves.
 MIN_IMAGES_FOR_POOL = 256
 CHUNK = 32
@@ -195,7 +194,7 @@ def _report_bad(errors: list[tuple[int, str]], split: str, cache_dir: pathlib.Pa
   atomic_write_text(listing, "".join(msg + "\n" for _, msg in errors))
   for _, msg in errors:
     log.warning("bad image: %s", msg)
-  if policy == "error":
+  if policy == images.STOP_AT_BAD_IMAGE:
     raise BadImages(split, len(errors), errors[0][1], listing)
   log.warning("skipping %d unreadable image(s) in split %r (listed in %s)", len(errors), split, listing)
 

@@ -19,6 +19,9 @@ from PIL import Image
 from jaxcxr.data import dicom
 
 ASPECT_MODES = ("pad", "crop")
+# What a reader does with a film it cannot decode (data.on_bad_image, predict --on_bad_image): stop, or skip it.
+STOP_AT_BAD_IMAGE, SKIP_BAD_IMAGE = "error", "skip"
+ON_BAD_IMAGE = (STOP_AT_BAD_IMAGE, SKIP_BAD_IMAGE)
 # A 1024x1024 film has 1M pixels and the largest Kermany JPEG ~8M; anything
 # past this is treated as a decompression bomb, not silently decoded.
 MAX_PIXELS = 64_000_000

@@ -29,6 +29,7 @@ MARKER = "SYNTHETIC.json"
 FORMAT_VERSION = 2
 # Where each pneumonia film's opacities are, in its own pixels: what an explanation's localisation is measured on.
 OPACITIES = "opacities.csv"
+OPACITY_FINDING = "Pneumonia"  # the finding the films' opacities stand for
 OPACITY_HEADER = "Image Index,row,column,sigma"
 
 
@@ -109,14 +110,15 @@ def _patient_rows(rng: np.random.Generator, spec: SyntheticSpec, patient: int, i
   for follow_up in range(int(rng.integers(1, spec.max_images_per_patient + 1))):
     draw = rng.uniform()
     if draw < spec.pneumonia_fraction:
-      labels = "Pneumonia" if rng.uniform() < 0.6 else f"Pneumonia|{rng.choice(['Infiltration', 'Effusion'])}"
+      labels = OPACITY_FINDING if rng.uniform() < 0.6 else \
+          f"{OPACITY_FINDING}|{rng.choice(['Infiltration', 'Effusion'])}"
     elif draw < spec.pneumonia_fraction + spec.other_finding_fraction:
       labels = str(rng.choice(OTHER_FINDINGS))
     else:
       labels = nih.NO_FINDING
     name = f"{patient:08d}_{follow_up:03d}.png"
     kind = rng.choice(["gray8", "rgba", "gray16"], p=[0.94, 0.03, 0.03])
-    film, where = render_film_with_opacities(rng, spec.image_size, "Pneumonia" in labels)
+    film, where = render_film_with_opacities(rng, spec.image_size, OPACITY_FINDING in labels)
     _save_png(images / name, film, kind)
     opacities += [f"{name},{row:.3f},{col:.3f},{sigma:.3f}" for row, col, sigma in where]
     view = "PA" if rng.uniform() < 0.6 else "AP"

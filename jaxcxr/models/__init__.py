@@ -87,7 +87,7 @@ def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str
   if foreign or missing:
     return [f"model.{', model.'.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not a key of "
             f"model.name={cfg.name} (its keys: {', '.join(network.keys)}); start from a config written for "
-            f"{cfg.name} (jaxcxr/configs/) rather than overriding model.name"] if foreign else \
+            f"{cfg.name} (configs/) rather than overriding model.name"] if foreign else \
         [f"model.{', model.'.join(missing)} missing: model.name={cfg.name} needs {', '.join(network.keys)}"]
   found = [] if cfg.dtype in DTYPES else [f"model.dtype={cfg.dtype!r} must be one of {', '.join(DTYPES)}"]
   sizes_ok = True

@@ -1,6 +1,6 @@
 """Train-step benchmark: the real jitted step on device-resident data, against the machine's peak.
 
-  python -m jaxcxr.perf.bench                       # paper CNN, 224 px, batch 32 (jaxcxr/configs/bench_step.py)
+  python -m jaxcxr.perf.bench                       # paper CNN, 224 px, batch 32 (configs/bench_step.py)
   python -m jaxcxr.perf.bench --torch               # with the PyTorch twin, alternating
   python -m jaxcxr.perf.bench --platform=gpu --config.model.dtype=bfloat16
   python -m jaxcxr.perf.bench --config.data.image_size=180 --config.train.batch_size=16   # any config key
@@ -25,7 +25,6 @@ rates are compared: whether the input pipeline keeps the device busy. Prints JSO
 import importlib.util
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 
@@ -34,22 +33,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from jaxcxr import augment, conv, devices, hostmem, input_pipeline, models, reporting, train_step
-from jaxcxr import config as config_lib
+from jaxcxr import augment, cli, conv, devices, hostmem, input_pipeline, models, train_step
 from jaxcxr.data import cache
 from jaxcxr.errors import UserError
 from jaxcxr.optim import create_optimizer
+from jaxcxr.perf import runs
 from jaxcxr.perf.flops import step_flops
 
 # The twin lives in the checkout's benchmarks/, outside the package.
 TORCH_TWIN = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "torch_twin.py"
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).parents[1] / "configs" / "bench_step.py"),
-    "Config whose model, optimizer, image size and batch size are benchmarked.")
+_CONFIG = cli.config_flag("bench_step", "Config whose model, optimizer, image size and batch size are benchmarked.")
 _PLATFORM = flags.DEFINE_enum("platform", devices.CPU, list(devices.PLATFORMS), "Device.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).", lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.", lower_bound=0)
@@ -182,16 +178,8 @@ def _stats(ms: list[float], batch: int) -> dict:
 
 def main(argv):
   del argv
-  try:
-    _run()
-  except UserError as e:
-    sys.exit(f"error: {e}")
-
-
-def _run():
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
-  config = config_lib.from_flag(_CONFIG)
-  config_lib.validate(config)
+  config = cli.load_config(_CONFIG)
   network = models.MODELS[config.model.name]
   if _LAYERS.value and not network.takes_conv:
     raise UserError(f"--layers times each convolution in every lowering, which only paper_cnn has; "
@@ -199,7 +187,7 @@ def _run():
   size, batch = config.data.image_size, config.train.batch_size
   if _PLATFORM.value == devices.CPU and _RETAIN.value:
     hostmem.retain_freed_memory()  # before the CPU backend starts, as jaxcxr.main does for training
-  device = devices.select_device(_PLATFORM.value)
+  device = devices.select_devices(_PLATFORM.value, 1)[0]
   model, lowering = models.create_model(config.model, device.platform)
   tx = create_optimizer(config.train, total_steps=1_000_000)
   state = jax.jit(lambda: train_step.create_state(model, tx, size, config.train.seed),
@@ -232,7 +220,7 @@ def _run():
       torch_ms.append(1000.0 * (time.perf_counter() - t))
   flops = step_flops(model, state, data, 1.0, photometric)
   peak = matmul_peak_flops(device, model.dtype)
-  result = {"device": devices.describe(device), "model": config.model.to_dict(),
+  result = {"device": devices.record([device]), "model": config.model.to_dict(),
             "lowering": lowering, "image_size": size,
             "batch_size": batch, "optimizer": config.train.optimizer, "compile_s": compile_s,
             "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
@@ -252,8 +240,8 @@ def _run():
   if _END_TO_END.value:  # last: the state is donated to these steps
     result["end_to_end"] = time_end_to_end(config, step, state, device, _STEPS.value, _WARMUP.value)
     result["end_to_end_over_step"] = result["end_to_end"]["images_per_s"] / result["jax"]["images_per_s"]
-  reporting.emit_json(result, _OUT.value)
+  runs.emit_json(result, _OUT.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

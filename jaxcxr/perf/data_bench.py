@@ -5,7 +5,7 @@
   python -m jaxcxr.perf.data_bench --config.data.image_size=128   # any config key, as in run.py
 
 Everything goes through the project's own code paths and the config
-(`jaxcxr/configs/bench_data.py` by default: 224 px, batch 32, one epoch):
+(`configs/bench_data.py` by default: 224 px, batch 32, one epoch):
 the cache builder for preprocessing (1024x1024 8-bit PNGs -> the config's
 image size, all cores), the grain training stream for loading (the config's
 batch size and augmentation settings), and `jaxcxr.main` itself for the
@@ -19,24 +19,19 @@ import pathlib
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 from PIL import Image
 
-from jaxcxr import config as config_lib
-from jaxcxr import devices, input_pipeline, reporting
+from jaxcxr import cli, devices, input_pipeline
 from jaxcxr.data import cache, images, nih, splits, synthetic
-from jaxcxr.errors import UserError
 from jaxcxr.perf import runs
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).parents[1] / "configs" / "bench_data.py"),
-    "Config whose image size, batch size, augmentation and training run are measured.")
+_CONFIG = cli.config_flag("bench_data", "Config whose image size, batch size, augmentation and training run are "
+                          "measured.")
 _IMAGES = flags.DEFINE_integer("images", 1200, "1024x1024 PNGs to preprocess (enough to amortise worker start-up).",
                                lower_bound=1)
 _BATCHES = flags.DEFINE_integer("batches", 200, "Batches timed for the loader.", lower_bound=1)
@@ -130,11 +125,7 @@ def bench_training(root: pathlib.Path, workdir: pathlib.Path) -> dict:
 
 def main(argv):
   del argv
-  try:
-    config = config_lib.from_flag(_CONFIG)
-    config_lib.validate(config)
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  config = cli.load_config(_CONFIG)
   size = config.data.image_size
   scratch = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="jaxcxr-bench-"))
   try:
@@ -151,8 +142,8 @@ def main(argv):
   finally:
     if not _WORKDIR.value:
       shutil.rmtree(scratch, ignore_errors=True)
-  reporting.emit_json(result, _OUT.value)
+  runs.emit_json(result, _OUT.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

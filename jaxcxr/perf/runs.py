@@ -1,6 +1,7 @@
 """Training runs as child processes, for the measurements that time whole runs (speedup, data benchmark)."""
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -8,6 +9,16 @@ import sys
 
 from absl import flags
 from ml_collections import config_flags
+
+from jaxcxr.fsutil import atomic_write_text
+
+
+def emit_json(obj: dict, path: str | None) -> None:
+  """Prints `obj` as JSON (what the benchmarks report) and, given a path, writes it there atomically."""
+  text = json.dumps(obj, indent=2)
+  print(text)
+  if path:
+    atomic_write_text(path, text + "\n")
 
 
 def config_args(flag_name: str = "config") -> list[str]:

@@ -1,9 +1,9 @@
 """The paper's CPU-vs-GPU comparison on your hardware, in one command.
 
-  python -m jaxcxr.perf.speedup --config=jaxcxr/configs/paper.py --platforms=cpu,gpu
+  python -m jaxcxr.perf.speedup --config=configs/paper.py --platforms=cpu,gpu
   python -m jaxcxr.perf.speedup --platforms=cpu1,cpu        # no GPU: one thread vs all cores
   python -m jaxcxr.perf.speedup --platforms=cpu,gpu:1,gpu:4,gpu:8   # + scaling over GPUs
-  python -m jaxcxr.perf.speedup --config=jaxcxr/configs/kermany.py --platforms=cpu,gpu \
+  python -m jaxcxr.perf.speedup --config=configs/kermany.py --platforms=cpu,gpu \
       --data_dir=/data/chest_xray --config.train.epochs=3 --out=runs/speedup-kermany
 
 Each platform trains the identical config (with the same `--config.key=value`
@@ -34,16 +34,16 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcxr import config as config_lib
+from jaxcxr import cli
 from jaxcxr.errors import UserError
 from jaxcxr.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from jaxcxr.perf import runs
 from jaxcxr.perf.flops import config_step_flops
 from jaxcxr.report import figures, html
+from jaxcxr.report.tables import Table
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).parents[1] / "configs" / "default.py"),
-    "Config file, identical for every platform; --config.key=value overrides apply to every run.")
+_CONFIG = cli.config_flag("default", "Config file, identical for every platform; --config.key=value overrides "
+                          "apply to every run.")
 _PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "gpu"], "Platforms to compare: cpu, cpu1, gpu, each with "
                                "an optional :N devices to train data parallel on (gpu:4). "
                                "The first is the reference.")
@@ -163,8 +163,7 @@ def scaling(ran: list[dict]) -> list[dict]:
   return rows
 
 
-# Each table once, as (header, rows) of formatted cells: report.md and report.html render the same rows.
-Table = tuple[list[str], list[list[object]]]
+# Each table is built once (`tables.Table`): report.md and report.html render the same rows.
 # File name -> title: the files written beside report.md, listed in speedup.json's "figures".
 FIGURES = {"step_times.png": "Time per training step (paper Fig. 7)",
            "epoch_times.png": "Time per epoch (paper Fig. 8)",
@@ -195,7 +194,7 @@ def platforms_table(results: list[dict], comparison: dict) -> Table:
                    f"{c['mean_sec_per_epoch']:.2f}", f"{flops:.3g}" if flops else "n/a", "ran"])
     else:
       rows.append([r["platform"], *["-"] * 7, f"not run: {r['reason']}"])
-  return header, rows
+  return Table(header, rows)
 
 
 def epochs_table(ran: list[dict]) -> Table:
@@ -204,28 +203,28 @@ def epochs_table(ran: list[dict]) -> Table:
   rows = [[i + 1] + [cell for r in ran for e in [r["epochs"][i]]
                      for cell in (f"{e['sec_per_epoch']:.3f}", f"{e['sec_per_epoch'] / e['steps_timed']:.4f}")]
           for i in range(len(ran[0]["epochs"]))]
-  return header, rows
+  return Table(header, rows)
 
 
 def speedups_table(comparison: dict) -> Table:
   header = ["platform", "speedup per step", "std over steps", "speedup per epoch"]
   rows = [[name, f"{c['speedup_mean']:.2f}x", f"{c['speedup_std_over_steps']:.2f}", f"{c['speedup_epoch_time']:.2f}x"]
           for name, c in comparison["platforms"].items()]
-  return header, rows
+  return Table(header, rows)
 
 
 def curves_table(ran: list[dict]) -> Table:
   """Paper Tables 3 and 4: every platform's loss and accuracy side by side, one row per epoch."""
   header = ["epoch"] + [f"{r['platform']} {c}" for c in CURVES for r in ran]
   rows = [[i + 1] + [f"{r['epochs'][i][c]:.4f}" for c in CURVES for r in ran] for i in range(len(ran[0]["epochs"]))]
-  return header, rows
+  return Table(header, rows)
 
 
 def differences_table(comparison: dict) -> Table:
   header = ["platform", *CURVES]
   rows = [[name, *(f"{c['max_abs_difference'][k]:.2e}" for k in CURVES)]
           for name, c in comparison["platforms"].items() if name != comparison["reference"]]
-  return header, rows
+  return Table(header, rows)
 
 
 def scaling_table(comparison: dict) -> Table:
@@ -233,43 +232,39 @@ def scaling_table(comparison: dict) -> Table:
   header = ["platform", "devices", "images/s", "scaling efficiency"]
   rows = [[r["platform"], r["devices"], f"{r['images_per_s']:.1f}", f"{r['efficiency']:.0%}"]
           for r in comparison.get("scaling", [])]
-  return header, rows
-
-
-def _markdown_table(table: Table) -> list[str]:
-  header, rows = table
-  return ["| " + " | ".join(str(c) for c in cells) + " |" for cells in [header, ["---"] * len(header), *rows]]
+  return Table(header, rows)
 
 
 def markdown(results: list[dict], comparison: dict) -> str:
-  lines = [f"# {TITLE}", "", f"## {PLATFORMS_HEADING}", "", *_markdown_table(platforms_table(results, comparison))]
+  lines = [f"# {TITLE}", "", f"## {PLATFORMS_HEADING}", "", platforms_table(results, comparison).markdown()]
   ran = [r for r in results if r["ran"]]
   if ran:
     lines += ["", f"## {EPOCHS_HEADING}; reference: {comparison['reference']}", "",
-              *_markdown_table(epochs_table(ran)), "", SPEEDUP_TEXT, ""]
+              epochs_table(ran).markdown(), "", SPEEDUP_TEXT, ""]
     lines += [f"- **{name}**: {step} +/- {std} per step, {epoch} per epoch"
-              for name, step, std, epoch in speedups_table(comparison)[1]]
-    lines += ["", f"## {CURVES_HEADING}", "", *_markdown_table(curves_table(ran)), "", DIFFERENCE_TEXT, ""]
-    header, rows = differences_table(comparison)
-    lines += [f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in zip(header[1:], cells)) for name, *cells in rows]
+              for name, step, std, epoch in speedups_table(comparison).rows]
+    lines += ["", f"## {CURVES_HEADING}", "", curves_table(ran).markdown(), "", DIFFERENCE_TEXT, ""]
+    differences = differences_table(comparison)
+    lines += [f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in zip(differences.header[1:], cells))
+              for name, *cells in differences.rows]
     if comparison.get("scaling"):
-      lines += ["", f"## {SCALING_HEADING}", "", SCALING_TEXT, "", *_markdown_table(scaling_table(comparison))]
+      lines += ["", f"## {SCALING_HEADING}", "", SCALING_TEXT, "", scaling_table(comparison).markdown()]
   return "\n".join(lines) + "\n"
 
 
 def html_report(results: list[dict], comparison: dict, pngs: dict[str, bytes]) -> str:
   """report.md's tables and the figures in one page that opens offline; a platform that did not run says why."""
   notes = [html.paragraph(f"{r['platform']} did not run: {r['reason']}", note=True) for r in results if not r["ran"]]
-  sections = [(PLATFORMS_HEADING, [html.table(*platforms_table(results, comparison)), *notes])]
+  sections = [(PLATFORMS_HEADING, [html.table(platforms_table(results, comparison)), *notes])]
   ran = [r for r in results if r["ran"]]
   if ran:
     sections += [
         (f"{EPOCHS_HEADING}; reference: {comparison['reference']}",
-         [html.table(*epochs_table(ran)), html.paragraph(SPEEDUP_TEXT), html.table(*speedups_table(comparison))]),
-        (CURVES_HEADING, [html.table(*curves_table(ran)), html.paragraph(DIFFERENCE_TEXT),
-                          html.table(*differences_table(comparison))])]
+         [html.table(epochs_table(ran)), html.paragraph(SPEEDUP_TEXT), html.table(speedups_table(comparison))]),
+        (CURVES_HEADING, [html.table(curves_table(ran)), html.paragraph(DIFFERENCE_TEXT),
+                          html.table(differences_table(comparison))])]
     if comparison.get("scaling"):
-      sections.append((SCALING_HEADING, [html.paragraph(SCALING_TEXT), html.table(*scaling_table(comparison))]))
+      sections.append((SCALING_HEADING, [html.paragraph(SCALING_TEXT), html.table(scaling_table(comparison))]))
   if pngs:
     sections.append(("Figures", [html.image(data, alt=FIGURES[name], caption=FIGURES[name])
                                  for name, data in pngs.items()]))
@@ -313,11 +308,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   out = pathlib.Path(_OUT.value)
-  try:
-    config_lib.validate(config_lib.from_flag(_CONFIG))
-    claim_workdirs(out, [p for p in _PLATFORMS.value if parse_platform(p)])
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  cli.load_config(_CONFIG)
+  claim_workdirs(out, [p for p in _PLATFORMS.value if parse_platform(p)])
   out.mkdir(parents=True, exist_ok=True)
   results = [run_platform(p, out) for p in _PLATFORMS.value]
   # This process only counts FLOPs: on the CPU, leaving any GPU to the runs.
@@ -327,9 +319,8 @@ def main(argv):
     if r["ran"]:
       r["timing"]["flops_per_step"] = flops
   comparison = compare(results)
-  config_flag = flags.FLAGS["config"]
-  report = {"config": config_flags.get_config_filename(config_flag),
-            "overrides": config_flags.get_override_values(config_flag), "data_dir": _DATA_DIR.value,
+  report = {"config": cli.config_file(_CONFIG),
+            "overrides": config_flags.get_override_values(flags.FLAGS[_CONFIG.name]), "data_dir": _DATA_DIR.value,
             "results": results, "comparison": comparison}
   print(write_report(out, report))
   ran = sum(r["ran"] for r in results)
@@ -338,4 +329,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -7,6 +7,7 @@ import pathlib
 from collections.abc import Sequence
 
 from jaxcxr.fsutil import atomic_write_text
+from jaxcxr.report.tables import Table
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -33,9 +34,9 @@ def image(png: bytes, alt: str, caption: str = "", width: int | None = None) -> 
           + (f"<figcaption>{escape(caption)}</figcaption>" if caption else "") + "</figure>")
 
 
-def table(header: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
-  head = "".join(f"<th>{escape(h)}</th>" for h in header)
-  body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+def table(cells: Table) -> str:
+  head = "".join(f"<th>{escape(h)}</th>" for h in cells.header)
+  body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in cells.rows)
   return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -3,7 +3,8 @@
 The run's config and data, its per-epoch curves, the test split's ROC and precision-recall curves with the
 operating point, confusion matrix, calibration, timing, and a gallery of the most confident right and wrong
 test films with their class activation maps. Everything comes from the summary the run wrote and the test split's
-labels and scores; nothing is recomputed here but the curves (`jaxcxr.metrics`).
+labels and scores; nothing is recomputed here but the curves (`jaxcxr.metrics`). The gallery's maps and the
+localisation check apply the final network (`inference.TrainedNetwork`) to the test films.
 """
 
 import dataclasses
@@ -13,8 +14,11 @@ import pathlib
 import numpy as np
 
 from jaxcxr import explain, metrics
-from jaxcxr.data import nih
+from jaxcxr.data import synthetic
+from jaxcxr.data.cache import CachedSplit
+from jaxcxr.inference import TrainedNetwork, probability
 from jaxcxr.report import figures, html
+from jaxcxr.report.tables import Table, evaluation_table, fmt
 
 CHART_WIDTH = 470  # px on the page: two charts side by side
 CHART_SIZE = (5.0, 3.6)  # inches of a per-epoch chart, drawn near the size it is shown at
@@ -58,13 +62,38 @@ def gallery_target(test: TestScores) -> int:
   return int(np.argmax(test.labels.sum(axis=0)))
 
 
-def _fmt(value, spec: str = ".4f") -> str:
-  return "n/a" if value is None else format(value, spec)
+def test_scores(network: TrainedNetwork, split: CachedSplit, logits: np.ndarray) -> TestScores:
+  """The test split's labels, and its (N, targets) `logits` as probabilities and calls at `network`'s
+  operating points."""
+  labels = split.labels.reshape(len(split), -1)
+  return TestScores(network.targets, labels, probability(logits), network.labels(logits), network.thresholds)
 
 
-def _interval(intervals: dict | None, key: str) -> str:
-  bounds = (intervals or {}).get(key)
-  return f"[{_fmt(bounds[0])}, {_fmt(bounds[1])}]" if bounds else ""
+def gallery(network: TrainedNetwork, split: CachedSplit, test: TestScores, logits: np.ndarray) -> list[GalleryFilm]:
+  """The test films `gallery_picks` chooses, each explained by `network` for the gallery's target."""
+  shown = gallery_target(test)
+  picks = gallery_picks(test.labels[:, shown], test.scores[:, shown], test.called[:, shown])
+  films = np.stack([split.images[i] for i, _ in picks]) if picks else np.zeros((0,) + split.images.shape[1:], np.uint8)
+  heatmaps = network.heatmaps(films, np.full(len(picks), shown))
+  return [GalleryFilm(kind, film, heatmap, network.caption(logits[i], shown))
+          for (i, kind), film, heatmap in zip(picks, films, heatmaps)]
+
+
+def localisation(network: TrainedNetwork, split: CachedSplit,
+                 opacities: dict[str, list[tuple[float, float, float]]] | None, film_size: int) -> dict | None:
+  """On the synthetic films (`opacities` by film, drawn at `film_size` px): of the test films with one opacity,
+  how many have their map (each `explain` method's) peak inside it. None for real data."""
+  if not opacities or synthetic.OPACITY_FINDING not in network.targets:
+    return None
+  single = [(i, opacities[name][0]) for i, name in enumerate(split.image_ids) if len(opacities.get(name, ())) == 1]
+  if not single:
+    return None
+  films = np.stack([split.images[i] for i, _ in single])
+  targets = np.full(len(single), network.targets.index(synthetic.OPACITY_FINDING))
+  inside = {method: sum(explain.peak_inside(h, o, film_size)
+                        for h, (_, o) in zip(network.heatmaps(films, targets, method), single))
+            for method in explain.METHODS}
+  return {"films": len(single), "inside": {method: int(n) for method, n in inside.items()}}
 
 
 def _run_section(workdir: pathlib.Path, summary: dict) -> list[str]:
@@ -84,10 +113,10 @@ def _data_section(summary: dict, targets: tuple[str, ...]) -> list[str]:
   multi = len(targets) > 1
   rows = [[name, summary["split_sizes"][name], summary.get("split_patients", {}).get(name, "n/a"),
            "see below" if multi else positives[name]] for name in summary["split_sizes"]]
-  parts.append(html.table(["split", "films", "patients", "positive films"], rows))
+  parts.append(html.table(Table(["split", "films", "patients", "positive films"], rows)))
   if multi:
-    parts.append(html.table(["finding", *summary["split_sizes"]],
-                            [[t, *(positives[s][t] for s in summary["split_sizes"])] for t in targets]))
+    parts.append(html.table(Table(["finding", *summary["split_sizes"]],
+                            [[t, *(positives[s][t] for s in summary["split_sizes"])] for t in targets])))
   return parts
 
 
@@ -105,33 +134,20 @@ def _curves_section(history: list[dict]) -> list[str]:
   return [html.image(p, n, n, width=CHART_WIDTH) for p, n in zip(pngs, names)]
 
 
-def _test_table(t: dict, targets: tuple[str, ...]) -> str:
-  if "findings" not in t:
-    return html.table(["metric", "value", "interval"], [[k, _fmt(t[k]), _interval(t.get("intervals"), k)]
-                                                        for k in metrics.METRICS])
-  rows = [[name, _fmt(t["findings"][name]["auc"]), _interval(t["findings"][name].get("intervals"), "auc"),
-           t["findings"][name]["tp"] + t["findings"][name]["fn"], _fmt(nih.CHEXNET_AUROC.get(name))]
-          for name in targets]
-  interval = t.get("mean_auc_interval")
-  rows.append([f"mean ({t['mean_auc_over']} findings)", _fmt(t["mean_auc"]),
-               f"[{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else "", "", _fmt(nih.CHEXNET_MEAN_AUROC)])
-  return html.table(["finding", "AUROC", "interval", "positives", "CheXNet (2017)"], rows)
-
-
 def _test_section(summary: dict, test: TestScores) -> list[str]:
   t = summary["test"]
   confidence = t.get("interval_confidence")
   parts = [html.paragraph(f"{len(test.labels)} test films; operating point chosen on validation "
                           f"(eval.threshold={summary['config']['eval']['threshold']})"
                           + (f"; {confidence:.0%} intervals over patient resamples." if confidence else ".")),
-           _test_table(t, test.targets)]
+           html.table(evaluation_table(t))]
   parts += [html.paragraph(f"note: {n}", note=True) for n in t["notes"]]
   curves, pr_curves, points, pr_points, prevalence = {}, {}, {}, {}, {}
   for k, name in enumerate(test.targets):
     roc, pr = metrics.roc_curve(test.labels[:, k], test.scores[:, k]), \
         metrics.precision_recall_curve(test.labels[:, k], test.scores[:, k])
     auc = t["findings"][name]["auc"] if "findings" in t else t["auc"]  # the table's figure, not recomputed
-    label = f"{name} (AUROC {_fmt(auc, '.3f')})"
+    label = f"{name} (AUROC {fmt(auc, '.3f')})"
     tn, fp, fn, tp = metrics.confusion(test.labels[:, k], test.called[:, k])
     if roc is not None:
       curves[label] = roc
@@ -165,11 +181,11 @@ def _timing_section(summary: dict) -> list[str]:
   timing, device = summary["timing"], summary["device"]
   rows = [["device", f"{device['device_kind']} ({device['platform']}), {device.get('num_devices', 1)} used"],
           ["convolution lowering", summary["lowering"]], ["compile", f"{timing['compile_s']:.2f} s"],
-          ["mean time per epoch", f"{_fmt(timing['mean_sec_per_epoch'], '.2f')} s"],
-          ["median time per step", f"{_fmt(timing['median_ms_per_step'], '.2f')} ms"],
-          ["time waiting for data", _fmt(timing["data_wait_fraction"], ".1%")],
+          ["mean time per epoch", f"{fmt(timing['mean_sec_per_epoch'], '.2f')} s"],
+          ["median time per step", f"{fmt(timing['median_ms_per_step'], '.2f')} ms"],
+          ["time waiting for data", fmt(timing["data_wait_fraction"], ".1%")],
           ["epochs timed", timing["epochs_timed"]], ["peak resident memory", f"{timing['peak_rss_mb']:.0f} MB"]]
-  return [html.table(["measure", "value"], rows)]
+  return [html.table(Table(["measure", "value"], rows))]
 
 
 def _gallery_section(gallery: list[GalleryFilm], target: str, localisation: dict | None) -> list[str]:

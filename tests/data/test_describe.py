@@ -7,7 +7,8 @@ import pytest
 
 from jaxcxr.configs import default
 from jaxcxr.data import describe
-from tests.data.test_nih import HEADER_V2020
+from tests.support import HEADER_V2020
+
 
 # (patients, images, Pneumonia images, No Finding images) per official list.
 OFFICIAL = {"train_val": (28_008, 86_524, 876, 50_500), "test": (2_797, 25_596, 555, 9_861)}

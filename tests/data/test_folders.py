@@ -4,23 +4,7 @@ from PIL import Image
 
 from jaxcxr.data import folders
 from jaxcxr.errors import UserError
-
-KERMANY = {
-    "train": {"NORMAL": ["IM-0115-0001.jpeg", "IM-0115-0002.jpeg", "NORMAL2-IM-0041-0001.jpeg", "IM-0117-0001.jpeg"],
-              "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_6.jpeg",
-                            "person3_bacteria_10.jpeg"]},
-    "val": {"NORMAL": ["NORMAL2-IM-1427-0001.jpeg"], "PNEUMONIA": ["person1946_bacteria_4874.jpeg"]},
-    "test": {"NORMAL": ["IM-0001-0001.jpeg", "IM-0003-0001.jpeg"], "PNEUMONIA": ["person100_bacteria_475.jpeg"]},
-}
-
-
-def write_kermany(root, tree=KERMANY):
-  for split, classes in tree.items():
-    for cls, names in classes.items():
-      (root / split / cls).mkdir(parents=True, exist_ok=True)
-      for i, name in enumerate(names):
-        Image.fromarray(np.full((30, 40), 20 * i, np.uint8)).save(root / split / cls / name)
-  return root
+from tests.support import KERMANY, write_kermany
 
 
 @pytest.mark.parametrize("name, patient", [

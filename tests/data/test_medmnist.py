@@ -3,15 +3,7 @@ import pytest
 
 from jaxcxr.data import medmnist
 from jaxcxr.errors import UserError
-
-
-def write_npz(path, size=28, counts=(12, 4, 6), rng=np.random.default_rng(0)):
-  arrays = {}
-  for split, n in zip(("train", "val", "test"), counts):
-    arrays[f"{split}_images"] = rng.integers(0, 256, (n, size, size)).astype(np.uint8)
-    arrays[f"{split}_labels"] = (np.arange(n) % 2).astype(np.uint8).reshape(n, 1)
-  np.savez(path, **arrays)
-  return path
+from tests.support import write_npz
 
 
 def test_reads_the_three_splits(tmp_path):

@@ -3,41 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from jaxcxr.data import nih
 from jaxcxr.errors import UserError
-
-HEADER_V2020 = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
-                "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
-ROWS = [  # name, labels, patient, view
-    ("00000001_000.png", "Pneumonia", 1, "PA"),
-    ("00000001_001.png", "No Finding", 1, "AP"),
-    ("00000002_000.png", "Pneumonia|Effusion", 2, "PA"),
-    ("00000003_000.png", "Pleural_Thickening", 3, "PA"),
-    ("00000004_000.png", "No Finding", 4, "AP"),
-    ("00000005_000.png", "Pneumothorax", 5, "PA"),
-    ("00000006_000.png", "No Finding", 6, "PA"),
-    ("00000007_000.png", "Infiltration|Pneumonia", 7, "AP"),
-]
-
-
-def write_release(root, original=True, kaggle=False, lists=True, trailing_newline=False):
-  """A miniature NIH release: CSV (original with trailing comma, or v2020), images, split lists."""
-  root.mkdir(parents=True, exist_ok=True)
-  header = HEADER_V2020 + ("," if original else "")
-  lines = [header] + [f"{n},{l},0,{p},{150 if p == 1 else 40},M,{v},1024,1024,0.14300000000000002,0.143"
-                      + ("," if original else "") for n, l, p, v in ROWS]
-  (root / ("Data_Entry_2017.csv" if original else "Data_Entry_2017_v2020.csv")).write_text("\n".join(lines) + "\n")
-  for i, (name, *_rest) in enumerate(ROWS):
-    folder = root / (f"images_{1 + i % 2:03d}/images" if kaggle else "images")
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(folder / name)
-  if lists:
-    end = "\n" if trailing_newline else ""
-    (root / "test_list.txt").write_text("00000006_000.png\n00000007_000.png" + end)
-    (root / "train_val_list.txt").write_text("\n".join(n for n, *_ in ROWS[:6]) + end)
-  return root
+from tests.support import ROWS, write_release
 
 
 @pytest.mark.parametrize("original", [True, False])

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from tests.support import ROOT
 
-from tests.test_run import ROOT
 
 KILL_WITH_WORKERS = textwrap.dedent("""
     import json, multiprocessing, os, signal, sys
@@ -56,7 +56,7 @@ def test_grain_workers_end_with_a_killed_run(tmp_path):
   # Output to a file, not a pipe: a surviving worker would hold a pipe open and hang the wait.
   with open(log, "w") as stderr:
     killed = subprocess.run([sys.executable, "-c", KILL_WITH_WORKERS, str(pids_file),
-                             "--config=jaxcxr/configs/tiny.py", f"--workdir={tmp_path / 'run'}",
+                             "--config=configs/tiny.py", f"--workdir={tmp_path / 'run'}",
                              "--config.data.worker_processes=2"], cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
                             stdout=subprocess.DEVNULL, stderr=stderr, timeout=600)
   assert killed.returncode == -signal.SIGKILL, log.read_text()[-2000:]

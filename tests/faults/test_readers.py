@@ -4,13 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcxr import devices, train
 from jaxcxr.configs import default, kermany
 from jaxcxr.data import datasets, describe, images, medmnist, nih
 from jaxcxr.errors import UserError
-from tests.data.test_folders import write_kermany
-from tests.data.test_medmnist import write_npz
-from tests.data.test_nih import ROWS, write_release
+from tests.support import ROWS, train_run, write_kermany, write_npz, write_release
 
 
 def _one_line(error) -> str:
@@ -126,8 +123,7 @@ def test_bad_images_of_every_split_are_listed_in_one_run(tiny_config, tmp_path):
     (root / "images" / table.loc[table["split"] == split, "image_id"].iloc[0]).write_bytes(b"broken")
   with pytest.raises(UserError, match=r"2 unreadable image\(s\): 1 in train, 1 in test \(first: .*; all listed in "
                                       r".*bad-images-train.txt, .*bad-images-test.txt\)"):
-    train.train_and_evaluate(_nih_config(tiny_config, tmp_path), tmp_path / "run", devices.select_device("cpu"),
-                             str(root))
+    train_run(_nih_config(tiny_config, tmp_path), tmp_path / "run", str(root))
 
 
 def test_a_missing_image_is_named(tiny_config, tmp_path):
@@ -137,8 +133,7 @@ def test_a_missing_image_is_named(tiny_config, tmp_path):
   (root / "images" / missing).unlink()
   tiny_config.data.on_bad_image = "error"
   with pytest.raises(UserError, match=f"{missing}: listed in the metadata but not found on disk"):
-    train.train_and_evaluate(_nih_config(tiny_config, tmp_path), tmp_path / "run", devices.select_device("cpu"),
-                             str(root))
+    train_run(_nih_config(tiny_config, tmp_path), tmp_path / "run", str(root))
 
 
 def test_a_training_split_without_positives_is_refused(tiny_config, tmp_path):
@@ -146,8 +141,7 @@ def test_a_training_split_without_positives_is_refused(tiny_config, tmp_path):
   tiny_config.data.target = "Hernia"  # no film of the release has it
   tiny_config.data.negatives = "rest"
   with pytest.raises(UserError, match="the training split holds no positive films .* nothing to learn"):
-    train.train_and_evaluate(_nih_config(tiny_config, tmp_path), tmp_path / "run", devices.select_device("cpu"),
-                             str(root))
+    train_run(_nih_config(tiny_config, tmp_path), tmp_path / "run", str(root))
 
 
 def test_describe_reports_a_patient_in_two_splits_instead_of_stopping(tmp_path):

@@ -15,8 +15,8 @@ import pytest
 
 from jaxcxr import checkpoints, fsutil
 from jaxcxr.errors import UserError
-from tests.test_run import _run as run_command
-from tests.test_train import Killed, _assert_same_state, _final_state, _learning, _run
+from tests.support import Killed, assert_same_state, dead_pid, final_state, learning, run_command, train_run
+
 
 HOLD = textwrap.dedent("""
     import pathlib, sys, time
@@ -36,7 +36,7 @@ def _holder(folder):
 def test_a_second_run_on_a_busy_workdir_stops_at_once_and_touches_nothing(tmp_path):
   holder = _holder(tmp_path)
   try:
-    result = run_command("--config=jaxcxr/configs/tiny.py", f"--workdir={tmp_path}")
+    result = run_command("--config=configs/tiny.py", f"--workdir={tmp_path}")
   finally:
     holder.kill()
     holder.wait()
@@ -85,13 +85,13 @@ def test_a_damaged_newest_checkpoint_is_caught_and_the_previous_one_used(straigh
                                                                          how):
   ref_dir, ref = straight
   tiny_config.train.epochs = 1
-  _run(tiny_config, tmp_path)
+  train_run(tiny_config, tmp_path)
   damaged = _damage_checkpoint(tmp_path, how)
   tiny_config.train.epochs = 2
-  resumed = _run(tiny_config, tmp_path)
+  resumed = train_run(tiny_config, tmp_path)
   assert f"checkpoint at step {damaged}" in caplog.text and "changed on disk since it was written" in caplog.text
-  assert _learning(resumed["epochs"]) == _learning(ref["epochs"]) and resumed["test"] == ref["test"]
-  _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
+  assert learning(resumed["epochs"]) == learning(ref["epochs"]) and resumed["test"] == ref["test"]
+  assert_same_state(final_state(tmp_path)[1], final_state(ref_dir)[1])
 
 
 def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(straight, tiny_config, tmp_path,
@@ -108,12 +108,12 @@ def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(straight, 
 
   monkeypatch.setattr(checkpoints, "atomic_write_json", die_at_step_8)
   with pytest.raises(Killed):
-    _run(tiny_config, tmp_path)
+    train_run(tiny_config, tmp_path)
   monkeypatch.undo()
-  resumed = _run(tiny_config, tmp_path)
+  resumed = train_run(tiny_config, tmp_path)
   assert "checkpoint at step 8" in caplog.text and "no checksum record" in caplog.text
   assert "Resuming from the checkpoint at step 5" in caplog.text
-  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
+  assert learning(resumed["epochs"]) == learning(ref["epochs"])
 
 
 def test_a_failing_checkpoint_write_is_one_line_and_leaves_no_partial_folder(tiny_config, tmp_path, monkeypatch):
@@ -128,7 +128,7 @@ def test_a_failing_checkpoint_write_is_one_line_and_leaves_no_partial_folder(tin
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_at_step_8)
   with pytest.raises(UserError) as error:
-    _run(tiny_config, tmp_path)
+    train_run(tiny_config, tmp_path)
   message = str(error.value)
   assert "\n" not in message and "could not write the checkpoint of step 8" in message
   assert "No space left on device" in message and "the checkpoint of step 5 is kept" in message
@@ -139,19 +139,19 @@ def test_the_same_command_after_a_failed_save_resumes_exactly(straight, tiny_con
   ref_dir, ref = straight
   test_a_failing_checkpoint_write_is_one_line_and_leaves_no_partial_folder(tiny_config, tmp_path, monkeypatch)
   monkeypatch.undo()
-  resumed = _run(tiny_config, tmp_path)
-  assert _learning(resumed["epochs"]) == _learning(ref["epochs"])
-  _assert_same_state(_final_state(tmp_path)[1], _final_state(ref_dir)[1])
+  resumed = train_run(tiny_config, tmp_path)
+  assert learning(resumed["epochs"]) == learning(ref["epochs"])
+  assert_same_state(final_state(tmp_path)[1], final_state(ref_dir)[1])
 
 
 def test_with_every_checkpoint_damaged_the_run_stops_clearly(tiny_config, tmp_path):
   tiny_config.train.epochs = 1
-  _run(tiny_config, tmp_path)
+  train_run(tiny_config, tmp_path)
   for step in (5, 8):
     _damage_checkpoint(tmp_path, "flipped bytes", step)
   tiny_config.train.epochs = 2
   with pytest.raises(UserError, match="no usable checkpoint is left in .*; delete that folder to start the run over"):
-    _run(tiny_config, tmp_path)
+    train_run(tiny_config, tmp_path)
 
 
 def test_a_full_disk_during_the_cache_build_is_one_line_and_leaves_no_build_folder(tiny_config, tmp_path,
@@ -164,16 +164,16 @@ def test_a_full_disk_during_the_cache_build_is_one_line_and_leaves_no_build_fold
 
   monkeypatch.setattr(cache, "_decode_all", full)
   with pytest.raises(UserError) as error:
-    _run(tiny_config, tmp_path / "run")
+    train_run(tiny_config, tmp_path / "run")
   assert "\n" not in str(error.value) and "could not write the preprocessed cache" in str(error.value)
   assert "No space left on device" in str(error.value)
   assert not list((tmp_path / "cache").glob(".*-building-*")) and not list((tmp_path / "cache").glob("train-*"))
 
 
 def test_a_temporary_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path):
-  from tests.faults.test_shared_cache import _dead_pid
+
   host = socket.gethostname()
-  stale = tmp_path / f".summary.json.{_dead_pid()}@{host}.abc123.tmp"
+  stale = tmp_path / f".summary.json.{dead_pid()}@{host}.abc123.tmp"
   live = tmp_path / f".summary.json.{os.getppid()}@{host}.def456.tmp"
   stale.write_text("{half")
   live.write_text("{being written")

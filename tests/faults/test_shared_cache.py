@@ -2,27 +2,20 @@
 
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 
 from jaxcxr import fsutil
 from jaxcxr.configs import tiny
 from jaxcxr.data import cache, nih, synthetic
-
-
-def _dead_pid() -> int:
-  process = subprocess.Popen([sys.executable, "-c", "pass"])
-  process.wait()
-  return process.pid
+from tests.support import dead_pid
 
 
 def test_a_killed_builds_folder_is_removed_by_the_next_build_and_a_live_one_kept(tmp_path):
   host = socket.gethostname()
-  dead = tmp_path / f".train-building-{_dead_pid()}@{host}.abc"
+  dead = tmp_path / f".train-building-{dead_pid()}@{host}.abc"
   live = tmp_path / f".train-building-{os.getppid()}@{host}.def"  # the parent of this process is alive
-  elsewhere = tmp_path / f".train-building-{_dead_pid()}@another-{host}.ghi"  # maybe alive on its own host
+  elsewhere = tmp_path / f".train-building-{dead_pid()}@another-{host}.ghi"  # maybe alive on its own host
   for folder in (dead, live, elsewhere):
     folder.mkdir()
     (folder / "images.u8").write_bytes(b"half")

@@ -15,9 +15,8 @@ import textwrap
 
 import pandas as pd
 import pytest
+from tests.support import ROOT, learning
 
-from tests.test_run import ROOT
-from tests.test_train import _learning
 
 KILL_AT = textwrap.dedent("""
     import functools, importlib, os, signal, sys
@@ -63,7 +62,7 @@ PREDICT_POINTS = {
 
 
 def _args(workdir):
-  return ["--config=jaxcxr/configs/tiny.py", f"--workdir={workdir}"]
+  return ["--config=configs/tiny.py", f"--workdir={workdir}"]
 
 
 def _command(*args, kill_at=None):
@@ -95,7 +94,7 @@ def test_a_run_killed_here_ends_as_the_uninterrupted_run(reference, tmp_path, po
   rerun = _command(*_args(tmp_path))
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
-  assert _learning(summary["epochs"]) == _learning(reference["epochs"])
+  assert learning(summary["epochs"]) == learning(reference["epochs"])
   assert summary["test"] == reference["test"]
   assert (tmp_path / "report.html").is_file()
   assert _leftovers(tmp_path) == []

@@ -12,7 +12,7 @@ import pytest
 # SourceFileLoader.load_module(); the warning is theirs, about their loader, not about code here.
 IMPORTS_BENCH = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TINY = ["--config=jaxcxr/configs/tiny.py", "--steps=3", "--warmup=1"]  # 32 px, batch 8
+TINY = ["--config=configs/tiny.py", "--steps=3", "--warmup=1"]  # 32 px, batch 8
 
 
 def _bench(*args):
@@ -147,13 +147,13 @@ def test_runs_outside_a_checkout_with_config_overrides(tmp_path):
 
 
 def test_a_backbone_is_benchmarked_through_the_same_step():
-  data = _bench("--config=jaxcxr/configs/tiny.py:resnet18")
+  data = _bench("--config=configs/tiny.py:resnet18")
   assert data["model"]["name"] == "resnet18" and data["lowering"] == "xla"
   assert data["flops_per_step"] > 0 and data["jax"]["median_ms"] > 0
 
 
 def test_layers_of_a_backbone_are_refused_in_one_line():
-  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", "--config=jaxcxr/configs/tiny.py:resnet18",
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", "--config=configs/tiny.py:resnet18",
                            "--layers", "--steps=1"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 1

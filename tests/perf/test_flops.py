@@ -5,11 +5,11 @@ import numpy as np
 from jaxcxr import models, optim, train_step
 from jaxcxr.configs import tiny
 from jaxcxr.perf import flops
-from tests.test_train_step import _batch, _state
+from tests.support import tiny_batch, tiny_state
 
 
 def test_step_flops_is_none_without_a_cpu_backend(monkeypatch):
-  state, batch = _state(), _batch()
+  state, batch = tiny_state(), tiny_batch()
   model = models.PaperCNN(widths=(4, 8), convs_per_block=1, dense=(8,), dropout=0.0)
   assert flops.step_flops(model, state, batch, 1.0) > 0
 

@@ -12,14 +12,15 @@ import pytest
 from PIL import Image
 
 from jaxcxr import conv
-from tests.test_train import _learning
+from tests.support import learning
+
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _speedup(out, platforms):
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
-  return subprocess.run([sys.executable, "-m", "jaxcxr.perf.speedup", "--config=jaxcxr/configs/tiny.py",
+  return subprocess.run([sys.executable, "-m", "jaxcxr.perf.speedup", "--config=configs/tiny.py",
                          f"--platforms={platforms}", f"--out={out}", "--config.train.epochs=2"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -97,7 +98,7 @@ def test_a_rerun_replaces_its_own_runs(tmp_path):
 def test_a_killed_command_rerun_ends_as_the_uninterrupted_one(speedup_run, tmp_path):
   """SIGKILL mid-way through the first platform's training (its child dies with it), then the same command."""
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
-  command = [sys.executable, "-m", "jaxcxr.perf.speedup", "--config=jaxcxr/configs/tiny.py",
+  command = [sys.executable, "-m", "jaxcxr.perf.speedup", "--config=configs/tiny.py",
              "--platforms=cpu,cpu1,gpu", f"--out={tmp_path}", "--config.train.epochs=2"]
   running = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoint = tmp_path / "cpu" / "checkpoints" / "5.sha256"
@@ -114,7 +115,7 @@ def test_a_killed_command_rerun_ends_as_the_uninterrupted_one(speedup_run, tmp_p
 
   def learned(folder):
     results = json.loads((folder / "speedup.json").read_text())["results"]
-    return [(r["platform"], r["ran"], [{k: v for k, v in e.items() if k != "step_ms"} for e in _learning(r["epochs"])]
+    return [(r["platform"], r["ran"], [{k: v for k, v in e.items() if k != "step_ms"} for e in learning(r["epochs"])]
              if r["ran"] else r["reason"], r.get("test")) for r in results]
 
   assert learned(tmp_path) == learned(out)

@@ -7,8 +7,8 @@ example's shape (two 3x3 convs per block, widths 16-256, a 512-128-64 dense
 head with dropout, one sigmoid logit) with plain convolutions and no batch norm.
 
 Run (synthetic default, or point --data_dir at NIH):
-  python run.py --platform=cpu --config=jaxcxr/configs/paper.py --workdir=runs/paper-cpu
-  python run.py --platform=gpu --config=jaxcxr/configs/paper.py --workdir=runs/paper-gpu
+  python run.py --platform=cpu --config=configs/paper.py --workdir=runs/paper-cpu
+  python run.py --platform=gpu --config=configs/paper.py --workdir=runs/paper-gpu
 """
 
 from jaxcxr.configs import default

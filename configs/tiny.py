@@ -2,8 +2,8 @@
 or a tiny variant of a backbone (fewer and narrower stages).
 
 Run:
-  python run.py --platform=cpu --config=jaxcxr/configs/tiny.py --workdir=/tmp/jaxcxr-tiny
-  python run.py --platform=cpu --config=jaxcxr/configs/tiny.py:densenet121 --workdir=/tmp/jaxcxr-tiny-densenet
+  python run.py --platform=cpu --config=configs/tiny.py --workdir=/tmp/jaxcxr-tiny
+  python run.py --platform=cpu --config=configs/tiny.py:densenet121 --workdir=/tmp/jaxcxr-tiny-densenet
 """
 
 from jaxcxr.configs import default, densenet121, resnet18, resnet50

@@ -6,8 +6,8 @@ frequency. Start from ImageNet weights written with torchvision (README, "Pretra
 is reported as the paper's Table 2 (AUROC per finding, with patient-bootstrap intervals) and the mean.
 
 Run:
-  python run.py --mode=describe --config=jaxcxr/configs/chexnet.py --data_dir=/data/ChestX-ray14
-  python run.py --platform=gpu --config=jaxcxr/configs/chexnet.py --data_dir=/data/ChestX-ray14 \
+  python run.py --mode=describe --config=configs/chexnet.py --data_dir=/data/ChestX-ray14
+  python run.py --platform=gpu --config=configs/chexnet.py --data_dir=/data/ChestX-ray14 \
       --config.model.init_from=densenet121.safetensors --workdir=runs/chexnet
 """
 

@@ -4,8 +4,8 @@ The 624 test films are kept as published; train and val (16 films) are merged
 and re-split by patient, 15% to validation. Inputs are 180 px like the paper.
 
 Run:
-  python run.py --mode=describe --config=jaxcxr/configs/kermany.py --data_dir=/data/chest_xray
-  python run.py --platform=cpu --config=jaxcxr/configs/kermany.py --data_dir=/data/chest_xray --workdir=runs/kermany
+  python run.py --mode=describe --config=configs/kermany.py --data_dir=/data/chest_xray
+  python run.py --platform=cpu --config=configs/kermany.py --data_dir=/data/chest_xray --workdir=runs/kermany
 """
 
 from jaxcxr.configs import paper

@@ -1,7 +1,7 @@
 """ResNet-18 (torchvision's, with BatchNorm) at 224 px on the embedded synthetic default or --data_dir.
 
 Run (ImageNet weights from a local file written with torchvision: README, "Pretrained weights"):
-  python run.py --config=jaxcxr/configs/resnet18.py --data_dir=/data/ChestX-ray14 \
+  python run.py --config=configs/resnet18.py --data_dir=/data/ChestX-ray14 \
       --config.model.init_from=resnet18.safetensors
 """
 

@@ -3,7 +3,7 @@
 Run:
   python -m jaxcxr.perf.bench --torch
   python -m jaxcxr.perf.bench --config.model.dtype=bfloat16 --platform=gpu
-  python run.py --config=jaxcxr/configs/bench_step.py       # training with the same settings
+  python run.py --config=configs/bench_step.py       # training with the same settings
 """
 
 from jaxcxr.configs import paper

@@ -2,7 +2,7 @@
 
 Run:
   python run.py --platform=cpu
-  python run.py --platform=cpu --config=jaxcxr/configs/default.py --config.train.epochs=3 --workdir=runs/short
+  python run.py --platform=cpu --config=configs/default.py --config.train.epochs=3 --workdir=runs/short
 Real NIH data with these settings:
   python run.py --platform=cpu --data_dir=/data/ChestX-ray14
 """

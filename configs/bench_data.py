@@ -3,7 +3,7 @@ the default CNN for one epoch.
 
 Run:
   python -m jaxcxr.perf.data_bench
-  python run.py --config=jaxcxr/configs/bench_data.py --data_dir=/data/ChestX-ray14   # one such training run
+  python run.py --config=configs/bench_data.py --data_dir=/data/ChestX-ray14   # one such training run
 """
 
 from jaxcxr.configs import default

@@ -5,7 +5,7 @@ holding exactly one). Inputs stay at 28 px; set data.image_size to 64/128/224
 with the matching MedMNIST+ file.
 
 Run:
-  python run.py --platform=cpu --config=jaxcxr/configs/pneumoniamnist.py --data_dir=/data/pneumoniamnist.npz \
+  python run.py --platform=cpu --config=configs/pneumoniamnist.py --data_dir=/data/pneumoniamnist.npz \
       --workdir=runs/pneumoniamnist
 """
 

@@ -1,7 +1,7 @@
 """ResNet-50 (torchvision's, with BatchNorm): the ResNet-18 config with bottleneck blocks, 3-4-6-3 per stage.
 
 Run (ImageNet weights from a local file written with torchvision: README, "Pretrained weights"):
-  python run.py --config=jaxcxr/configs/resnet50.py --data_dir=/data/ChestX-ray14 \
+  python run.py --config=configs/resnet50.py --data_dir=/data/ChestX-ray14 \
       --config.model.init_from=resnet50.safetensors
 """
 

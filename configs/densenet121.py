@@ -1,7 +1,7 @@
 """DenseNet-121 (torchvision's; CheXNet's network) at 224 px on the embedded synthetic default or --data_dir.
 
 Run (ImageNet weights from a local file written with torchvision: README, "Pretrained weights"):
-  python run.py --config=jaxcxr/configs/densenet121.py --data_dir=/data/ChestX-ray14 \
+  python run.py --config=configs/densenet121.py --data_dir=/data/ChestX-ray14 \
       --config.model.init_from=densenet121.safetensors
 """
 

@@ -6,11 +6,11 @@ balanced by resampling the stream and AUC is the headline metric; the test
 split is 555 Pneumonia vs 9,861 No Finding (5.3% positive). The network is
 CheXNet's (its published pneumonia AUROC is 0.768); start it from ImageNet
 weights (README, "Pretrained weights"). The paper's CNN remains
-`jaxcxr/configs/paper.py`.
+`configs/paper.py`.
 
 Run:
-  python run.py --mode=describe --config=jaxcxr/configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14
-  python run.py --platform=gpu --config=jaxcxr/configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14 \
+  python run.py --mode=describe --config=configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14
+  python run.py --platform=gpu --config=configs/nih_pneumonia.py --data_dir=/data/ChestX-ray14 \
       --config.model.init_from=densenet121.safetensors --workdir=runs/nih-gpu
 """
 

@@ -1,0 +1,93 @@
+"""What every absl command shares (`run.py`/`jaxcxr.main`, `jaxcxr.perf.bench`, `.data_bench`, `.speedup`): the
+`--config` flag, flag parsing and the config's loading, each failing in one line that names the problem and the
+fix, and the `error: ...` exit for a `UserError` raised anywhere in the command.
+
+  _CONFIG = cli.config_flag("bench_step", "Config whose model is benchmarked.")
+  def main(argv):
+    config = cli.load_config(_CONFIG)   # loaded, overrides applied, validated
+  if __name__ == "__main__":
+    cli.run(main)
+"""
+
+import sys
+from collections.abc import Callable
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+import jaxcxr.configs
+from jaxcxr.configs import EVERY_KEY
+from jaxcxr.errors import UserError
+
+
+def _bad_override(e: Exception):
+  """ml_collections applies `--config.x.y` overrides while defining and parsing the flag."""
+  detail = " ".join(str(e).encode().decode("unicode_escape").replace("'", "").split())
+  sys.exit(f"error: unknown config key in a --config override ({detail}); the keys are listed in {EVERY_KEY}")
+
+
+def config_flag(default: str, help_text: str) -> flags.FlagHolder:
+  """`--config` (a config file, `configs/<default>.py` when absent) with its `--config.KEY=VALUE` overrides."""
+  try:
+    return config_flags.DEFINE_config_file("config", jaxcxr.configs.path(default), help_text, lock_config=True)
+  except (AttributeError, KeyError) as e:
+    _bad_override(e)
+
+
+def _raised_by_the_config_file(e: Exception) -> bool:
+  """Whether `e` came from inside a config file's `get_config()`, not from applying an override."""
+  tb = e.__traceback__
+  while tb is not None:
+    if tb.tb_frame.f_code.co_name == "get_config":
+      return True
+    tb = tb.tb_next
+  return False
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, plus one line for a config file that fails to load or a `--config.x.y` that names no key."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    if "get_config" in str(e):
+      sys.exit(f"error: the --config file could not be loaded: it defines no get_config(); start from {EVERY_KEY}")
+    if not _raised_by_the_config_file(e):
+      _bad_override(e)
+    sys.exit(f"error: the --config file could not be loaded: its get_config() raised {type(e).__name__}: {e}; "
+             f"fix the file, or start from {EVERY_KEY}")
+  except Exception as e:  # pylint: disable=broad-except  # the config file's own code failed while it loaded
+    where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
+    sys.exit(f"error: the --config file could not be loaded: {type(e).__name__}: {e.msg if where else e}{where}; "
+             f"fix the file, or start from {EVERY_KEY}")
+
+
+def config_file(holder: flags.FlagHolder) -> str:
+  """The path the `--config` flag names."""
+  return config_flags.get_config_filename(flags.FLAGS[holder.name])
+
+
+def load_config(holder: flags.FlagHolder) -> ml_collections.ConfigDict:
+  """The `--config` flag's config with its overrides applied, validated once (`jaxcxr.config.validate`), before
+  any work; UserError when the file cannot be loaded or the config is invalid."""
+  from jaxcxr import config as config_lib  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast
+  try:
+    config = holder.value
+    config.keys()  # a file that failed to load gives a stand-in that raises on first use
+  except OSError as e:  # ml_collections reports a missing file as a chained traceback when the value is first used
+    cause = next((line.strip() for line in str(e.__cause__ or e).splitlines() if "Errno" in line or "Error" in line),
+                 type(e).__name__)
+    raise UserError(f"--config={config_file(holder)} could not be loaded ({cause}); pass a config file such as "
+                    f"{EVERY_KEY}") from e
+  config_lib.validate(config)
+  return config
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`app.run(main)` with this module's flag parser; a UserError from `main` exits 1 with `error: <its line>`."""
+  def guarded(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except UserError as e:
+      sys.exit(f"error: {e}")
+  app.run(guarded, flags_parser=parse_flags)
