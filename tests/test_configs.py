@@ -1,6 +1,7 @@
 import importlib
 
 import pytest
+
 from tests.support import CONFIGS
 
 

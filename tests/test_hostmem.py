@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # page faults over 35 large calls in child processes
+
 # Runs a jitted function whose temporaries are ~100 MB, then reports the page faults of each later call.
 _CHILD = """
 import json, resource, sys

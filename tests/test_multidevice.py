@@ -12,7 +12,10 @@ import sys
 import textwrap
 
 import pytest
+
 from tests.support import ROOT
+
+pytestmark = pytest.mark.slow  # 4 CPU devices in a child process, many runs
 
 
 SCRIPT = textwrap.dedent("""

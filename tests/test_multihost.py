@@ -17,6 +17,8 @@ from jaxcxr import devices
 from jaxcxr.errors import UserError
 from tests.support import learning, train_run
 
+pytestmark = pytest.mark.slow  # several processes, jax.distributed
+
 
 ROOT = pathlib.Path(__file__).parents[1]
 

@@ -119,6 +119,7 @@ def multilabel_run(tmp_path_factory, shared_cache):
     return config, workdir, train_run(config, workdir)
 
 
+@pytest.mark.slow
 def test_a_multi_label_run_reports_every_finding_as_chexnet_did(multilabel_run, capsys):
   config, workdir, summary = multilabel_run
   t = json.loads((workdir / "summary.json").read_text())["test"]
@@ -147,6 +148,7 @@ def test_a_multi_label_run_reports_every_finding_as_chexnet_did(multilabel_run, 
   assert np.asarray(state["params"]["head"]["kernel"]).shape[-1] == 14
 
 
+@pytest.mark.slow
 def test_the_plateau_learning_rate_of_a_run_follows_its_validation_losses(multilabel_run):
   config, workdir, summary = multilabel_run
   _, state = final_state(workdir)
@@ -155,6 +157,7 @@ def test_the_plateau_learning_rate_of_a_run_follows_its_validation_losses(multil
   assert float(np.asarray(state["opt_state"]["hyperparams"]["learning_rate"])) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_a_multi_label_run_resumes_bitwise_after_a_crash(multilabel_run, tmp_path, monkeypatch):
   config, ref_dir, ref = multilabel_run
   with pytest.MonkeyPatch.context() as stall:  # apart: the crash helper undoes its own patches to resume
@@ -163,6 +166,7 @@ def test_a_multi_label_run_resumes_bitwise_after_a_crash(multilabel_run, tmp_pat
   assert learning(resumed["epochs"]) == learning(ref["epochs"]) and resumed["test"] == ref["test"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_target_is_refused(multilabel_run, shared_cache):
   _, workdir, _ = multilabel_run
   config = _multilabel_config(shared_cache)
@@ -181,6 +185,7 @@ def test_the_chexnet_config_is_cheXnets_recipe():
   assert nih.CHEXNET_MEAN_AUROC == pytest.approx(np.mean(list(nih.CHEXNET_AUROC.values())), abs=5e-4)
 
 
+@pytest.mark.slow
 def test_a_multi_label_report_lists_every_finding_and_pools_calibration(multilabel_run):
   _, workdir, _ = multilabel_run
   page = (workdir / "report.html").read_text()

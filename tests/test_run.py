@@ -4,6 +4,7 @@ import ctypes
 import json
 
 import pytest
+
 from tests.support import run_command
 
 
@@ -11,6 +12,7 @@ def _last_line(stderr: str) -> str:
   return stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end(tmp_path, shared_cache):
   result = run_command("--config=configs/tiny.py", f"--workdir={tmp_path}", f"--config.data.cache_dir={shared_cache}")
   assert result.returncode == 0, result.stderr

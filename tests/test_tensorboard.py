@@ -5,9 +5,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jaxcxr import config as config_lib
-from jaxcxr.errors import UserError
 from jaxcxr import tensorboard
+from jaxcxr.errors import UserError
 from tests.support import train_run
+
+pytestmark = pytest.mark.slow  # whole runs, one killed and resumed
 
 
 def _curves(folder) -> dict[str, list[tuple[int, float]]]:

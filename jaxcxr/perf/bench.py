@@ -78,7 +78,7 @@ def matmul_peak_flops(device: jax.Device, dtype=jnp.float32) -> float:
   product takes too few microseconds to fill the chip and outlast the launch.
   Random operands: zeros run faster than real data on some GPUs.
   """
-  n = 2048 if device.platform == "cpu" else 8192
+  n = 2048 if device.platform == devices.CPU else 8192
   a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
   return 2.0 * n ** 3 / (min(_times_ms(jax.jit(jnp.matmul), a, a)) / 1000.0)
 
@@ -202,7 +202,7 @@ def main(argv):
   step = train.lower(state, data).compile()
   compile_s = time.perf_counter() - t
   torch_step = twin.make_step(config.model, size, config.train.learning_rate, host["image"], host["label"],
-                              "cuda" if device.platform == "gpu" else "cpu") if twin else None
+                              "cuda" if device.platform == devices.GPU else "cpu") if twin else None
   for _ in range(_WARMUP.value):
     state = step(state, data)
     if torch_step:

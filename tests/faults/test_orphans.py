@@ -8,7 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
+
 from tests.support import ROOT
+
+pytestmark = pytest.mark.slow  # killed runs and their worker processes
 
 
 KILL_WITH_WORKERS = textwrap.dedent("""

@@ -17,6 +17,8 @@ from jaxcxr import checkpoints, fsutil
 from jaxcxr.errors import UserError
 from tests.support import Killed, assert_same_state, dead_pid, final_state, learning, run_command, train_run
 
+pytestmark = pytest.mark.slow  # fault injection around whole runs
+
 
 HOLD = textwrap.dedent("""
     import pathlib, sys, time

@@ -15,7 +15,10 @@ import textwrap
 
 import pandas as pd
 import pytest
+
 from tests.support import ROOT, learning
+
+pytestmark = pytest.mark.slow  # kill -9 of whole commands, each rerun
 
 
 KILL_AT = textwrap.dedent("""

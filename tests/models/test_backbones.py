@@ -25,6 +25,7 @@ def _model(name):
   return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_feature_extractor_has_torchvisions_parameter_count(name):
   model = _model(name)
@@ -52,6 +53,7 @@ def _torch_features(name, torch_model, x):
   return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(torch.relu(torch_model.features(x)), 1), 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_imported_torchvision_weights_give_torchvisions_features(name, tmp_path):
   generator = torch.Generator().manual_seed(0)

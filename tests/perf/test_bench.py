@@ -35,12 +35,14 @@ def test_json_schema():
   assert data["matmul_peak_dtype"] == "float32"
 
 
+@pytest.mark.slow
 def test_bfloat16_step_is_compared_with_a_bfloat16_peak():
   data = _bench("--config.model.dtype=bfloat16")
   assert data["model"]["dtype"] == "bfloat16" and data["matmul_peak_dtype"] == "bfloat16"
   assert data["jax"]["fraction_of_peak"] > 0
 
 
+@pytest.mark.slow
 def test_torch_twin_side_by_side():
   pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
   data = _bench("--torch")
@@ -49,6 +51,7 @@ def test_torch_twin_side_by_side():
       data["jax"]["images_per_s"] / data["torch"]["images_per_s"])
 
 
+@pytest.mark.slow
 @IMPORTS_BENCH
 @pytest.mark.parametrize("config_name", ["paper", "resnet18", "resnet50", "densenet121"])
 def test_torch_twin_has_the_same_parameter_count(config_name):
@@ -81,6 +84,7 @@ def test_torch_twin_has_the_same_parameter_count(config_name):
   assert captured["count"] == jax_count
 
 
+@pytest.mark.slow
 def test_layers_lists_every_conv_with_every_lowering():
   from jaxcxr.configs import tiny
   model = tiny.get_config().model
@@ -117,10 +121,12 @@ def test_torch_flag_without_pytorch_exits_with_the_install_hint(tmp_path):
       "error: --torch needs PyTorch, the optional benchmark extra: pip install '.[bench]'")
 
 
+@pytest.mark.slow
 def test_noretain_host_memory_leaves_glibc_defaults():
   assert _bench("--noretain_host_memory")["device"]["host_memory_retained"] is False
 
 
+@pytest.mark.slow
 @IMPORTS_BENCH
 def test_torch_twin_trains_under_bfloat16_autocast():
   pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
@@ -136,6 +142,7 @@ def test_torch_twin_trains_under_bfloat16_autocast():
   assert all(np.isfinite(losses)) and losses[-1] != losses[0]
 
 
+@pytest.mark.slow
 def test_runs_outside_a_checkout_with_config_overrides(tmp_path):
   """The default config ships in the package: from any folder, image and batch size come from --config.*."""
   result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", "--steps=1", "--warmup=0",
@@ -146,6 +153,7 @@ def test_runs_outside_a_checkout_with_config_overrides(tmp_path):
   assert data["image_size"] == 32 and data["batch_size"] == 4 and data["model"]["widths"] == [16, 32, 64, 128, 256]
 
 
+@pytest.mark.slow
 def test_a_backbone_is_benchmarked_through_the_same_step():
   data = _bench("--config=configs/tiny.py:resnet18")
   assert data["model"]["name"] == "resnet18" and data["lowering"] == "xla"
@@ -171,6 +179,7 @@ def test_bad_arguments_are_one_line_before_any_work(args, message):
   assert result.returncode != 0 and "Traceback" not in result.stderr and message in result.stderr
 
 
+@pytest.mark.slow
 def test_end_to_end_feeds_the_same_step_through_the_input_pipeline():
   data = _bench("--end_to_end", "--films=64", "--config.data.worker_processes=1")
   e2e = data["end_to_end"]

@@ -5,6 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the data benchmark's training runs
+
 
 def test_json_from_a_small_run(tmp_path):
   out = tmp_path / "bench.json"

@@ -14,6 +14,8 @@ from PIL import Image
 from jaxcxr import conv
 from tests.support import learning
 
+pytestmark = pytest.mark.slow  # the speedup command: several training processes
+
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -70,13 +72,6 @@ def test_figures(speedup_run):
       assert img.size == (900, 540)
 
 
-def test_fewer_than_two_platforms_is_an_error(tmp_path):
-  result = _speedup(tmp_path, "cpu,gpu")
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1].startswith("error: only 1 platform(s) ran")
-  assert (tmp_path / "report.md").is_file()
-
-
 def test_a_folder_it_did_not_write_is_never_removed(tmp_path):
   (tmp_path / "cpu1").mkdir()
   (tmp_path / "cpu1" / "notes.txt").write_text("mine")
@@ -88,8 +83,11 @@ def test_a_folder_it_did_not_write_is_never_removed(tmp_path):
   assert (tmp_path / "cpu1" / "notes.txt").read_text() == "mine" and not (tmp_path / "cpu").exists()
 
 
-def test_a_rerun_replaces_its_own_runs(tmp_path):
-  assert _speedup(tmp_path, "cpu,gpu").returncode == 1  # one platform ran: enough to have a run to replace
+def test_fewer_than_two_platforms_is_an_error_and_a_rerun_replaces_its_own_runs(tmp_path):
+  result = _speedup(tmp_path, "cpu,gpu")  # one platform ran: an error, and a run to replace
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("error: only 1 platform(s) ran")
+  assert (tmp_path / "report.md").is_file()
   (tmp_path / "cpu" / "left-over").write_text("")
   assert _speedup(tmp_path, "cpu,gpu").returncode == 1
   assert (tmp_path / "cpu" / "summary.json").is_file() and not (tmp_path / "cpu" / "left-over").exists()
