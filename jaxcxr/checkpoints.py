@@ -16,7 +16,9 @@ died while saving) is not resumed from; the previous one is.
 import hashlib
 import json
 import logging
+import os
 import pathlib
+import re
 import shutil
 from typing import Any
 
@@ -63,7 +65,7 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except  # orbax wraps the OSError of a full disk in others
       for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
         shutil.rmtree(partial, ignore_errors=True)
-      reason = next((str(x) for x in (e, e.__cause__, e.__context__) if isinstance(x, OSError)), None)
+      reason = _storage_error(e)
       if reason is None:  # not the disk: a bug, which a message about disk space would hide
         raise
       kept = self.latest_step()
@@ -148,6 +150,25 @@ class Checkpointer:
 
 class CorruptCheckpoint(Exception):
   """A checkpoint whose files are not those its save recorded."""
+
+
+# tensorstore reports a full disk or a file-size limit as a ValueError naming the OS error (ENOSPC, EFBIG, EDQUOT)
+# after the (long) paths it was writing.
+_OS_ERROR_CODE = re.compile(r"os_error_code='(28|27|122)'")
+
+
+def _storage_error(e: BaseException) -> str | None:
+  """What `e` (or an exception it was raised from) says of the disk, if it is a storage error; None otherwise."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError):
+      return str(e)
+    code = _OS_ERROR_CODE.search(str(e))
+    if code:
+      return f"[Errno {code.group(1)}] {os.strerror(int(code.group(1)))}, as tensorstore reported it"
+    e = e.__cause__ or e.__context__
+  return None
 
 
 def _digest(folder: pathlib.Path) -> dict[str, str]:

@@ -9,6 +9,7 @@ fix, and the `error: ...` exit for a `UserError` raised anywhere in the command.
     cli.run(main)
 """
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -33,6 +34,25 @@ def config_flag(default: str, help_text: str) -> flags.FlagHolder:
     return config_flags.DEFINE_config_file("config", jaxcxr.configs.path(default), help_text, lock_config=True)
   except (AttributeError, KeyError) as e:
     _bad_override(e)
+
+
+class _PathParser(flags.ArgumentParser):
+  """A path flag's value with `~` expanded: the shell leaves `--workdir=~/run` as it is, and a folder named `~`
+  would be created. An empty value (an unset variable in a script) is refused rather than taken as absent."""
+  syntactic_help = "a file or folder; ~ is your home"
+
+  def parse(self, argument: str) -> str:
+    if not argument:
+      raise ValueError("is empty (an unset shell variable?); give a path or leave the flag out")
+    return os.path.expanduser(argument)
+
+  def flag_type(self) -> str:
+    return "path"
+
+
+def path_flag(name: str, default: str | None, help_text: str) -> flags.FlagHolder:
+  """A string flag naming a file or folder, `~` expanded (`_PathParser`)."""
+  return flags.DEFINE(_PathParser(), name, default, help_text, serializer=flags.ArgumentSerializer())
 
 
 def _raised_by_the_config_file(e: Exception) -> bool:
@@ -74,6 +94,9 @@ def load_config(holder: flags.FlagHolder) -> ml_collections.ConfigDict:
   try:
     config = holder.value
     config.keys()  # a file that failed to load gives a stand-in that raises on first use
+  except flags.IllegalFlagValueError as e:  # absl refuses the None that get_config() returned
+    raise UserError(f"--config={config_file(holder)} gives no config ({e}); its get_config() must return an "
+                    f"ml_collections.ConfigDict, as {EVERY_KEY} does") from e
   except OSError as e:  # ml_collections reports a missing file as a chained traceback when the value is first used
     cause = next((line.strip() for line in str(e.__cause__ or e).splitlines() if "Errno" in line or "Error" in line),
                  type(e).__name__)

@@ -15,6 +15,7 @@ signature (what a checkpoint must match to be resumed) is defined here too.
 
 import json
 import math
+import os
 import pathlib
 from collections.abc import Iterator
 
@@ -27,6 +28,7 @@ from jaxcxr.errors import UserError
 from jaxcxr import tensorboard
 
 MIN_IMAGE_SIZE = 8
+MAX_BOOTSTRAP = 100_000
 
 
 def _choice(value, names) -> tuple[bool, str]:
@@ -105,9 +107,30 @@ def _eval_rules(e: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
   except UserError:
     threshold_ok = False
   yield "eval.threshold", e.threshold, (threshold_ok, f"must be {', '.join(metrics.THRESHOLD_RULES)}")
-  yield "eval.bootstrap", e.bootstrap, _at_least(e.bootstrap, 0)
+  # Beyond this the interval's digits no longer move, while time and memory grow with every resample.
+  yield "eval.bootstrap", e.bootstrap, (0 <= e.bootstrap <= MAX_BOOTSTRAP, f"must be in [0, {MAX_BOOTSTRAP}]")
   yield "eval.confidence", e.confidence, (0.0 < e.confidence < 1.0, "must be in (0, 1)")
   yield "eval.seed", e.seed, _at_least(e.seed, 0)
+
+
+def _memory_bytes() -> int | None:
+  """This machine's physical memory, where the OS tells it."""
+  try:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def _memory_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """A batch of films as the step sees them (float32) that cannot fit in this machine's memory: refused here,
+  not after the data is generated and the cache half built."""
+  memory = _memory_bytes()
+  size, batch = config.data.image_size, max(config.train.batch_size, eval_batch_size(config.train))
+  need = batch * size * size * 4
+  if memory is None or size < MIN_IMAGE_SIZE or batch < 1 or need <= memory:
+    return []
+  return [f"data.image_size={size} with a batch of {batch} films: one float32 batch is {need / 2**30:.1f} GiB, more "
+          f"than this machine's {memory / 2**30:.1f} GiB of memory; lower data.image_size or the batch size"]
 
 
 def problems(config: ml_collections.ConfigDict) -> list[str]:
@@ -119,14 +142,34 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   found += [f"checkpoint.{key}={config.checkpoint[key]!r} must be at least {low}"
             for key, low in (("every_steps", 0), ("keep", 1)) if config.checkpoint[key] < low]
   found += models.config_problems(config.model, config.data.image_size)
+  found += _memory_problems(config)
   if config.logging.tensorboard and not tensorboard.available():
     found.append(f"logging.tensorboard=True needs the {tensorboard.PACKAGE} package: pip install "
                  "'jaxcxr[tensorboard]', or leave logging.tensorboard off")
   return found
 
 
+def _missing_keys(config: ml_collections.ConfigDict) -> list[str]:
+  """The keys of configs/default.py that `config` lacks, outside `model` (whose keys are the network's own and
+  are checked by `models.config_problems`)."""
+  from jaxcxr.configs import default  # pylint: disable=g-import-not-at-top  # the one list of every key
+  every = {k for k in _flatten(default.get_config().to_dict()) if not k.startswith("model.")}
+  return sorted(every - set(_flatten(config.to_dict())))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises one UserError naming every problem of `config` (see `problems`); returns when it is valid."""
+  """Raises one UserError naming every problem of `config` (see `problems`); returns when it is valid.
+
+  A config file must give every key: one written before a key existed, or that deletes one, is refused with
+  the missing keys named, rather than filled from the defaults behind the user's back."""
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f"the config is a {type(config).__name__}, not an ml_collections.ConfigDict; get_config() must "
+                    f"return one, as {EVERY_KEY} does")
+  missing = _missing_keys(config)
+  if missing:
+    raise UserError(f"the config lacks {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} "
+                    f"({len(missing)} key{'s' if len(missing) > 1 else ''}); build it on default.get_config() and "
+                    f"override what differs, as the configs in {EVERY_KEY.rsplit('/', 1)[0]}/ do")
   found = problems(config)
   if found:
     raise UserError(f"invalid config: {'; '.join(found)}; fix {'it' if len(found) == 1 else 'them'} in the "

@@ -22,10 +22,10 @@ from jaxcxr.data import images
 from jaxcxr.errors import UserError
 
 _CONFIG = cli.config_flag("default", "Config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, metrics, summary). "
+_WORKDIR = cli.path_flag("workdir", None, "Run folder (checkpoints, metrics, summary). "
                                "Default: runs/<config name>-<platform>.")
 _PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder (or .npz file); absent = embedded "
+_DATA_DIR = cli.path_flag("data_dir", None, "Dataset folder (or .npz file); absent = embedded "
                                  "synthetic default.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "describe", "predict"], "train: train, evaluate, report. "
                           "describe: report what the dataset holds from its metadata, no training. "
@@ -33,7 +33,7 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "describe", "predict"], "tr
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Several processes (hosts): process 0's HOST:PORT, "
                                    f"or '{devices.FROM_CLUSTER}' to read them from the cluster's environment.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "How many processes the run has (with "
-                                      "--coordinator_address).")
+                                      "--coordinator_address).", lower_bound=1)
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index, 0 .. --num_processes - 1.")
 _INPUTS = flags.DEFINE_multi_string("inputs", [], "predict: films (PNG, JPEG, DICOM), folders of films or globs; "
                                     "paths after the flags are taken as inputs too.")
@@ -57,9 +57,27 @@ def _setup_logging() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
-def main(argv):
-  if len(argv) > 1 and _MODE.value != "predict":  # a shell-expanded --inputs=*.png leaves paths behind
+# Flags that mean something in one mode only: given in another they would be ignored without a word.
+_PREDICT_ONLY = ("inputs", "explain", "on_bad_image", "output_name")
+_NOT_IN_PREDICT = ("config", "data_dir", "coordinator_address", "num_processes", "process_id")
+
+
+def _check_mode_flags(argv: list[str]) -> None:
+  predicting = _MODE.value == "predict"
+  if len(argv) > 1 and not predicting:  # a shell-expanded --inputs=*.png leaves paths behind
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  given = {name for name in (*_PREDICT_ONLY, *_NOT_IN_PREDICT) if flags.FLAGS[name].present}
+  overrides = flags.FLAGS["config"].present or any(a.startswith("--config.") for a in sys.argv[1:])
+  ignored = sorted(given & set(_NOT_IN_PREDICT if predicting else _PREDICT_ONLY)
+                   | ({"config"} if predicting and overrides else set()))
+  if ignored:
+    why = "predict applies the run's own config.json; drop them" if predicting else \
+        "they apply to --mode=predict only; drop them, or add --mode=predict"
+    raise UserError(f"--{', --'.join(ignored)} would be ignored with --mode={_MODE.value}: {why}")
+
+
+def main(argv):
+  _check_mode_flags(argv)
   # After flags: keeps --help fast.
   from jaxcxr import experiment, predict  # pylint: disable=g-import-not-at-top
   from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top

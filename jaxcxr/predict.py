@@ -27,7 +27,7 @@ from jaxcxr import devices, inference
 from jaxcxr import workdir as workdir_files
 from jaxcxr.data import folders, images
 from jaxcxr.errors import UserError
-from jaxcxr.fsutil import atomic_write_bytes, atomic_write_text
+from jaxcxr.fsutil import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from jaxcxr.progress import Progress
 from jaxcxr.report import figures
 from jaxcxr.report.tables import Table
@@ -174,13 +174,14 @@ def run(workdir: str | pathlib.Path, inputs: Sequence[str], platform: str = devi
     raise UserError(f"--output_name={stem!r} must be a plain file name (it is written in RUN/predictions/)")
   paths = film_paths(inputs)  # before the checkpoint loads: a typo fails at once
   predictor = load(workdir, platform)
+  # Before any film is read: a run folder that cannot take predictions stops now, not after predicting.
+  out = ensure_writable_dir(workdir_files.predictions_dir(predictor.workdir), "the predictions folder")
   network = predictor.network
   pixels, records, skipped = predictor.read(paths, on_bad_image)
   if not records:
     raise UserError(f"none of the {len(paths)} film(s) could be read (first: {skipped[0]})")
   logits = network.logits(pixels)
   table = predictor.table(records, logits)
-  out = workdir_files.predictions_dir(predictor.workdir)
   if explain_films:
     table["explanation"] = write_explanations(network, pixels, logits, records, out / stem)
   atomic_write_text(out / f"{stem}.csv", table.to_csv(index=False))

@@ -19,10 +19,10 @@ from jaxcxr import checkpoints, devices, experiment, models, train_step
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_command(*args, timeout=300):
-  """`python run.py ARGS` from the checkout, on the CPU: the exit code and output a user sees."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
+def run_command(*args, timeout=300, env=None, cwd=ROOT):
+  """`python run.py ARGS` (in `cwd`, with `env` added), on the CPU: the exit code and output a user sees."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+  return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
 

@@ -55,7 +55,8 @@ BAD = [  # (key, value, what the message must say)
     ("train.plateau_factor", 1.5, "train.plateau_factor=1.5 must be in (0, 1)"),
     ("train.class_balance", "oversample", "train.class_balance='oversample' must be one of pos_weight, sampling"),
     ("eval.threshold", "median", "eval.threshold='median' must be a probability in (0, 1)"),
-    ("eval.bootstrap", -1, "eval.bootstrap=-1 must be at least 0"),
+    ("eval.bootstrap", -1, "eval.bootstrap=-1 must be in [0, 100000]"),
+    ("eval.bootstrap", 10**8, "eval.bootstrap=100000000 must be in [0, 100000]"),
     ("eval.confidence", 1.0, "eval.confidence=1.0 must be in (0, 1)"),
     ("checkpoint.keep", 0, "checkpoint.keep=0 must be at least 1"),
     ("checkpoint.every_steps", -1, "checkpoint.every_steps=-1 must be at least 0"),
@@ -128,12 +129,21 @@ def test_combinations_that_cannot_work_are_refused():
     (["--config.data.image_size=0"], "data.image_size=0 must be at least 8"),
     (["--config=/no/such/file.py"], "--config=/no/such/file.py could not be loaded ([Errno 2]"),
     (["--config=tests/data/__init__.py"], "--config file could not be loaded: it defines no get_config()"),
-], ids=["bad-value", "zero-size", "missing-file", "not-a-config"])
+    (["--config={dir}/dict.py"], "the config is a dict, not an ml_collections.ConfigDict"),
+    (["--config={dir}/none.py"], "gives no config (Unexpected None value for flag config); its get_config() must"),
+    (["--config={dir}/old.py"], "the config lacks eval.seed, train.seed (2 keys); build it on default.get_config()"),
+    (["--workdir="], "flag --workdir=: is empty (an unset shell variable?)"),
+], ids=["bad-value", "zero-size", "missing-file", "not-a-config", "a-dict", "none", "missing-keys", "empty-workdir"])
 def test_the_command_line_stops_in_one_line_before_any_work(tmp_path, args, message):
-  result = run_command(f"--workdir={tmp_path / 'run'}", *args)
+  (tmp_path / "dict.py").write_text("def get_config():\n  return {'train': {}}\n")
+  (tmp_path / "none.py").write_text("def get_config():\n  return None\n")
+  (tmp_path / "old.py").write_text("from jaxcxr.configs import default\n\n\ndef get_config():\n"
+                                   "  config = default.get_config()\n  del config.train['seed'], config.eval['seed']\n"
+                                   "  return config\n")
+  result = run_command(f"--workdir={tmp_path / 'run'}", *(a.format(dir=tmp_path) for a in args))
   assert result.returncode != 0 and "Traceback" not in result.stderr
-  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(lines) == 1 and message in lines[0]
+  lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "FATAL Flags"))]
+  assert len(lines) == 1 and message in lines[0], result.stderr[-1000:]
   assert not (tmp_path / "run" / "cache").exists()
 
 
@@ -143,3 +153,20 @@ def test_a_warmup_longer_than_the_run_is_refused_before_training(tiny_config, tm
   with pytest.raises(UserError, match=r"train.warmup_steps=500 is not below this run's 16 steps \(2 epochs of 8\)"):
     experiment.train_and_evaluate(tiny_config, tmp_path, devices.select_devices("cpu", 1)[0])
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_path_flag_expands_the_home_folder_and_never_makes_a_folder_named_tilde(tmp_path, tiny_nih):
+  home = tmp_path / "home"
+  home.mkdir()
+  result = run_command("--mode=describe", "--workdir=~/described", f"--data_dir={tiny_nih}",
+                       env={"HOME": str(home)}, cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert (home / "described" / "describe.json").is_file() and not (tmp_path / "~").exists()
+
+
+def test_a_batch_larger_than_the_machines_memory_is_refused_before_any_work():
+  config = tiny.get_config()
+  config.data.image_size = 100_000  # the tiny config's 64-film evaluation batch: 2.4 TiB of float32
+  with pytest.raises(UserError, match=r"data.image_size=100000 with a batch of 64 films: one float32 batch is "
+                                      r"2384.2 GiB, more than this machine's .* GiB of memory"):
+    config_lib.validate(config)

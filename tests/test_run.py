@@ -36,12 +36,18 @@ def test_gpu_missing_is_one_clear_line(tmp_path):
     (["--platform=tpu"], "value should be one of <cpu|gpu>"),
     (["--config.train.epochz=3"], "epochz"),
     (["--config.train.epochs=zero"], "epochs"),
+    (["--num_processes=0"], "flag --num_processes=0: 0 is not a positive integer"),
+    (["--inputs=film.png", "--explain"], "error: --explain, --inputs would be ignored with --mode=train: they apply "
+                                         "to --mode=predict only"),
+    (["--mode=predict", "--inputs=film.png", "--config.train.epochs=3", "--data_dir=/data"],
+     "error: --config, --data_dir would be ignored with --mode=predict: predict applies the run's own config.json"),
 ])
 def test_bad_flags_are_rejected(tmp_path, args, expected):
   result = run_command(*args, f"--workdir={tmp_path}")
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   assert expected in result.stderr
+  assert not list(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_missing_data_dir(tmp_path):

@@ -244,6 +244,16 @@ def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int, size
           "patient_ids": rows["patient_id"].astype(str).tolist()}
 
 
+def _check_room(cache_dir: pathlib.Path, split: str, films: int, size: int) -> None:
+  """UserError, before a film is decoded, where the split's cache cannot fit on the disk that holds it."""
+  existing = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())  # it may not be made yet
+  need, free = films * size * size, shutil.disk_usage(existing).free
+  if need > free:
+    raise UserError(f"the {split} split's cache needs {need / 2**20:.1f} MiB ({films} films of {size}x{size} px) but "
+                    f"{cache_dir} has {free / 2**20:.1f} MiB free; free disk space, point data.cache_dir at a larger "
+                    "disk, or lower data.image_size")
+
+
 def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, size: int, aspect: str,
                   on_bad_image: str, workers: int | None = None, films: np.ndarray | None = None,
                   targets: tuple[str, ...] = ()) -> CachedSplit:
@@ -256,6 +266,7 @@ def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, s
   if (final / "manifest.json").is_file():
     log.info("Reusing preprocessed cache %s", final)
     return open_split(final)
+  _check_room(cache_dir, split, len(examples), size)
   with _Building(cache_dir, split) as build:
     with open(build.tmp / "images.u8", "wb") as out:
       if films is None:

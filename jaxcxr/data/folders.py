@@ -40,13 +40,20 @@ def is_film(path: pathlib.Path) -> bool:
   return path.suffix.lower() in IMAGE_SUFFIXES or dicom.is_dicom(path)
 
 
+def _hidden(path: pathlib.Path, below: pathlib.Path) -> bool:
+  """A name starting with a dot, here or in a folder between `below` and it: macOS's `._*` AppleDouble files,
+  `.DS_Store`, a `.git` folder; never a film."""
+  return any(part.startswith(".") for part in path.relative_to(below).parts)
+
+
 def _class_files(folder: pathlib.Path) -> list[tuple[str, str, str]]:
-  """(class name, relative id, path) for every image one level below `folder`'s class folders."""
+  """(class name, relative id, path) for every image below `folder`'s class folders, at any depth (a class
+  folder may hold batches in subfolders), hidden files left out."""
   rows = []
-  for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-    for f in sorted(class_dir.iterdir()):
-      if f.is_file() and is_film(f):
-        rows.append((class_dir.name, f"{folder.name}/{class_dir.name}/{f.name}", str(f)))
+  for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for f in sorted(class_dir.rglob("*")):
+      if f.is_file() and not _hidden(f, class_dir) and is_film(f):
+        rows.append((class_dir.name, f"{folder.name}/{f.relative_to(folder).as_posix()}", str(f)))
   return rows
 
 

@@ -33,6 +33,11 @@ def find_npz(path: pathlib.Path) -> pathlib.Path:
 def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{split: (images uint8 (N, S, S), labels int32 (N,))}, validated."""
   try:
+    with open(path, "rb") as f:
+      head = f.read(6)
+    if head != b"\x93NUMPY" and not zipfile.is_zipfile(path):  # not .npy either: numpy's advice would be pickle
+      raise UserError(f"{path} is not a .npz file (NumPy's zip of named arrays; this one is neither a zip nor a "
+                      ".npy array); pass a MedMNIST .npz as downloaded")
     loaded = np.load(path, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
       raise ValueError("it holds one array (.npy), not MedMNIST's named arrays")

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxcxr import conv
+from jaxcxr.models import weights
 from jaxcxr.models.classifier import Classifier
 from jaxcxr.models.densenet import DenseNetFeatures
 from jaxcxr.models.layers import max_pool_2x2, prepare_input
@@ -103,9 +104,12 @@ def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str
     found.append(f"model.dropout={fields['dropout']!r} must be in [0, 1)")
   if "lowering" in fields and fields["lowering"] not in (*conv.LOWERINGS, conv.AUTO):
     found.append(f"model.lowering={fields['lowering']!r} must be one of {', '.join((*conv.LOWERINGS, conv.AUTO))}")
-  if fields.get("init_from") and not pathlib.Path(fields["init_from"]).expanduser().is_file():
-    found.append(f"model.init_from={fields['init_from']!r} is not a file (write one with torchvision: README, "
-                 "\"Pretrained weights\")")
+  weights_file = pathlib.Path(fields["init_from"]).expanduser() if fields.get("init_from") else None
+  if weights_file and not weights_file.is_file():
+    found.append(f"model.init_from={fields['init_from']!r} is not a file (write one with torchvision: "
+                 "docs/training.md, \"Networks and pretrained weights\")")
+  elif weights_file and (problem := weights.format_problem(weights_file)):
+    found.append(f"model.init_from={fields['init_from']!r} {problem}")
   smallest = network.min_image_size(fields) if sizes_ok else 1
   if image_size < smallest:
     found.append(f"data.image_size={image_size} is smaller than the {smallest} px model.name={cfg.name} needs "

@@ -52,12 +52,30 @@ def _to_flax(leaf: str, tensor: np.ndarray, target_shape: tuple[int, ...]) -> np
   return kernel
 
 
+def format_problem(path: pathlib.Path) -> str | None:
+  """Why `path` is not a safetensors file, read from its first bytes alone (an 8-byte little-endian header length,
+  then a JSON header): a text file or a torch `.pt` pickle is refused when the config is checked, not after the
+  cache is built. None where the header looks right."""
+  try:
+    with open(path, "rb") as f:
+      head = f.read(9)
+    size = path.stat().st_size
+  except OSError as e:
+    return f"cannot be read ({e.strerror or e})"
+  length = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+  if len(head) < 9 or not 0 < length <= size - 8 or head[8:9] != b"{":
+    what = " (a PyTorch pickle or zip: save it with safetensors.torch.save_file)" if head[:2] in (b"PK", b"\x80\x02") \
+        else ""
+    return f"is not a .safetensors file{what}"
+  return None
+
+
 def load_backbone(path: str | pathlib.Path, variables: dict, backbone: str = "backbone") -> dict:
   """`variables` ({'params', 'batch_stats'}) with every tensor of the `backbone` submodule read from `path`."""
   path = pathlib.Path(path).expanduser()
   if not path.is_file():
-    raise UserError(f"model.init_from={path} is not a file; write one with torchvision (README, "
-                    "'Pretrained weights') or leave model.init_from empty to start from scratch")
+    raise UserError(f"model.init_from={path} is not a file; write one with torchvision (docs/training.md, "
+                    "'Networks and pretrained weights') or leave model.init_from empty to start from scratch")
   try:
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top  # only when importing weights
     tensors = load_file(str(path))
@@ -76,8 +94,9 @@ def load_backbone(path: str | pathlib.Path, variables: dict, backbone: str = "ba
         missing.append(name)
         continue
       used.add(name)
-      array = _to_flax(key[-1], available[name], value.shape)
-      if array.shape != value.shape:
+      # A tensor of another rank cannot be transposed into place: mis-shaped too, not a transpose error.
+      array = _to_flax(key[-1], available[name], value.shape) if available[name].ndim == value.ndim else None
+      if array is None or array.shape != value.shape:
         misshaped.append(f"{name} {tuple(available[name].shape)} (needs {value.shape})")
         continue
       out[collection][key] = np.asarray(array, dtype=value.dtype)

@@ -53,7 +53,7 @@ _TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch twin, alternat
 _LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three passes in every lowering.")
 _RETAIN = flags.DEFINE_bool("retain_host_memory", True, "On CPU, keep freed host memory mapped (as training "
                              "does; jaxcxr.hostmem). It applies to the whole process, PyTorch twin included.")
-_OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
+_OUT = cli.path_flag("out", None, "Also write the JSON here.")
 _END_TO_END = flags.DEFINE_bool("end_to_end", False, "Also time the step fed by the training input pipeline (cache "
                                 "-> grain -> device), against the step alone on device-resident data.")
 _FILMS = flags.DEFINE_integer("films", 1024, "Films in the end-to-end run's cache (random pixels: decoding is not "

@@ -36,8 +36,8 @@ _IMAGES = flags.DEFINE_integer("images", 1200, "1024x1024 PNGs to preprocess (en
                                lower_bound=1)
 _BATCHES = flags.DEFINE_integer("batches", 200, "Batches timed for the loader.", lower_bound=1)
 _TRAIN_SIZES = flags.DEFINE_list("train_sizes", ["160", "480"], "Dataset sizes of the two training runs.")
-_OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Scratch folder (default: a temporary one, removed).")
+_OUT = cli.path_flag("out", None, "Also write the JSON here.")
+_WORKDIR = cli.path_flag("workdir", None, "Scratch folder (default: a temporary one, removed).")
 
 DISTINCT = 12  # distinct films rendered; the rest are byte copies (decoding cost is the same)
 

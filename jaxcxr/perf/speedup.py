@@ -47,8 +47,8 @@ _CONFIG = cli.config_flag("default", "Config file, identical for every platform;
 _PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "gpu"], "Platforms to compare: cpu, cpu1, gpu, each with "
                                "an optional :N devices to train data parallel on (gpu:4). "
                                "The first is the reference.")
-_OUT = flags.DEFINE_string("out", "runs/speedup", "Output folder (its per-platform runs are started afresh).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset; absent = the embedded synthetic default.")
+_OUT = cli.path_flag("out", "runs/speedup", "Output folder (its per-platform runs are started afresh).")
+_DATA_DIR = cli.path_flag("data_dir", None, "Dataset; absent = the embedded synthetic default.")
 
 # run.py's --platform, and JAX_PLATFORMS for the process (None: unset, JAX finds the GPU itself).
 PLATFORMS = {"cpu": ("cpu", "cpu"), "cpu1": ("cpu", "cpu"), "gpu": ("gpu", None)}

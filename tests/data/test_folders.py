@@ -53,3 +53,21 @@ def test_folder_without_images(tmp_path):
   (tmp_path / "NORMAL").mkdir()
   with pytest.raises(UserError, match="no images in"):
     folders.read_tree(tmp_path, "PNEUMONIA", 0.2, 0.2, 0)
+
+
+def test_films_below_a_class_folder_are_read_at_any_depth_and_hidden_files_left_out(tmp_path):
+  root = write_kermany(tmp_path / "chest_xray")
+  batch = root / "train" / "PNEUMONIA" / "batch2"
+  batch.mkdir()
+  for name in ("person7_bacteria_1.jpeg", "person8_virus_2.jpeg"):
+    Image.fromarray(np.full((30, 40), 90, np.uint8)).save(batch / name)
+  (root / "train" / "PNEUMONIA" / "._person1_bacteria_1.jpeg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+  (root / "train" / ".thumbnails").mkdir()
+  Image.fromarray(np.zeros((30, 40), np.uint8)).save(root / "train" / ".thumbnails" / "x.jpeg")
+  table = folders.read_tree(root, "PNEUMONIA", 0.4, 0.2, seed=0)
+  assert len(table) == 13 + 2
+  nested = table[table.image_id.str.contains("batch2")]
+  assert sorted(nested.image_id) == ["train/PNEUMONIA/batch2/person7_bacteria_1.jpeg",
+                                     "train/PNEUMONIA/batch2/person8_virus_2.jpeg"]
+  assert nested.label.tolist() == [1.0, 1.0] and sorted(nested.patient_id) == ["person7", "person8"]
+  assert not table.image_id.str.contains("/\\.").any()

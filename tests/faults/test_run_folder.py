@@ -4,6 +4,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import textwrap
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxcxr import checkpoints, fsutil
+from jaxcxr import checkpoints, fsutil, predict
 from jaxcxr.errors import UserError
 from tests.support import Killed, assert_same_state, dead_pid, final_state, learning, run_command, train_run
 
@@ -197,3 +198,54 @@ def test_a_full_disk_during_an_atomic_write_keeps_the_previous_file(tmp_path, mo
   monkeypatch.undo()
   assert json.loads(target.read_text()) == {"step": 1} and sorted(p.name for p in tmp_path.iterdir()) == \
       ["summary.json"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A real 128 KiB filesystem (tmpfs): room for a run's small files, not for a checkpoint. Needs root."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)],
+                                         capture_output=True).returncode != 0:
+    pytest.skip("mounting a small tmpfs needs root")
+  yield mount
+  subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_really_full_disk_during_the_checkpoint_write_is_one_line(tiny_config, small_disk):
+  """tensorstore reports ENOSPC as a ValueError, not an OSError: the one line must still come."""
+  with pytest.raises(UserError) as error:
+    train_run(tiny_config, small_disk / "run")  # the cache stays in the shared folder: only the run is here
+  message = str(error.value)
+  assert "\n" not in message and "could not write the checkpoint of step 5" in message, message
+  assert "No space left on device" in message and "no checkpoint is kept" in message, message
+  assert not [p for p in (small_disk / "run" / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+def test_a_cache_larger_than_its_disk_is_refused_before_a_film_is_decoded(tiny_config, tiny_nih, small_disk,
+                                                                          tmp_path):
+  tiny_config.data.cache_dir = str(small_disk / "cache")
+  tiny_config.data.image_size = 96  # dozens of training films of 9 KiB: more than the 128 KiB disk holds
+  with pytest.raises(UserError, match=r"the train split's cache needs .* MiB \(\d+ films of 96x96 px\) but "
+                                      r".*/disk/cache has 0.1 MiB free; free disk space, point data.cache_dir"):
+    train_run(tiny_config, tmp_path / "run", str(tiny_nih))
+  assert not [p for p in (small_disk / "cache").rglob("*") if p.name.startswith(("train", ".train"))]
+
+
+def test_predict_on_a_read_only_run_folder_stops_before_reading_a_film(default_run, tmp_path):
+  """A real read-only filesystem (a tmpfs remounted ro), where root's writes fail too."""
+  mount = tmp_path / "ro"
+  mount.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                                         capture_output=True).returncode != 0:
+    pytest.skip("mounting a tmpfs needs root")
+  try:
+    shutil.copytree(default_run, mount / "run", ignore=shutil.ignore_patterns("cache", "predictions", ".lock"))
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    film = next((default_run / "cache").rglob("*.png"))
+    with pytest.raises(UserError, match=r"the predictions folder .*/ro/run/predictions is not writable "
+                                        r"\(Read-only file system\)") as error:
+      predict.run(mount / "run", [str(film)])
+    assert "\n" not in str(error.value) and not (mount / "run" / "predictions").exists()
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], check=False)

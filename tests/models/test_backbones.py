@@ -110,3 +110,27 @@ def test_bfloat16_compute_keeps_float32_parameters_and_batchnorm_statistics(name
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
   assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(updated["batch_stats"]))
   assert logits.dtype == jnp.float32
+
+
+def test_a_tensor_of_another_rank_is_named_as_mis_shaped(tmp_path):
+  model = _model("resnet18")
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False)
+  state = torchvision.models.resnet18(weights=None).state_dict()
+  state["conv1.weight"] = state["conv1.weight"][0]  # (3, 7, 7): right name, one axis short
+  save_file(state, str(tmp_path / "r18.safetensors"))
+  with pytest.raises(UserError, match=r"does not fit this network \(mis-shaped: conv1.weight \(3, 7, 7\) "
+                                      r"\(needs \(7, 7, 1, 64\)\) \(1\)\)"):
+    weights.load_backbone(tmp_path / "r18.safetensors", variables)
+
+
+def test_a_weights_file_that_is_not_safetensors_is_refused_when_the_config_is_checked(tmp_path):
+  from jaxcxr import config as config_lib  # pylint: disable=g-import-not-at-top
+  (tmp_path / "notes.safetensors").write_text("not weights")
+  torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pt")
+  for name, expected in [("notes.safetensors", r"is not a .safetensors file;"),
+                         ("resnet18.pt", r"is not a .safetensors file \(a PyTorch pickle or zip: save it with "
+                                         r"safetensors.torch.save_file\)")]:
+    config = tiny.get_config("resnet18")
+    config.model.init_from = str(tmp_path / name)
+    with pytest.raises(UserError, match=rf"model.init_from='.*{name}' {expected}"):
+      config_lib.validate(config)
