@@ -58,6 +58,9 @@ def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
                                                 "must be in (0, 1 - data.val_fraction)")
   yield "data.split_seed", d.split_seed, _at_least(d.split_seed, 0)
   yield "data.on_bad_image", d.on_bad_image, _choice(d.on_bad_image, images.ON_BAD_IMAGE)
+  cache_dir = pathlib.Path(d.cache_dir).expanduser() if d.cache_dir else None
+  yield "data.cache_dir", d.cache_dir, (cache_dir is None or not cache_dir.exists() or cache_dir.is_dir(),
+                                        "is a file; point it at a folder, or leave it empty for RUN/cache")
   yield "data.workers", d.workers, _at_least(d.workers, 0)
   yield "data.num_threads", d.num_threads, _at_least(d.num_threads, 1)
   yield "data.worker_processes", d.worker_processes, _at_least(d.worker_processes, 0)

@@ -41,6 +41,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, folder: str | pathlib.
   with exclusive(folder, "--workdir") if devices.is_primary() else contextlib.nullcontext():
     trained = train.train(config, folder, used, data_dir)
     if trained.compile_s is None:  # the checkpoint was at the last step already
+      step, total = int(trained.state.step), trained.run.total_steps
+      if step > total:  # train.epochs lowered below a finished run's: it is not cut back
+        log.warning("The checkpoint is at step %d, past this config's %d steps (train.epochs=%d): the run is "
+                    "reported as it finished; use a new --workdir for a shorter run", step, total, config.train.epochs)
       previous = workdir.previous_summary(folder)
       # A finished run reruns as a no-op, unless the test report is asked for with other eval.* settings.
       if previous is not None and previous.get("step") == int(trained.state.step) and \

@@ -46,6 +46,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def ensure_writable_dir(path: str | os.PathLike, what: str) -> pathlib.Path:
   """Creates `path` if needed and proves it is writable, so a run fails at start, not after an epoch."""
   path = pathlib.Path(path)
+  if path.is_symlink() and not path.exists():
+    raise UserError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not exist; create it or "
+                    "pass another directory")
+  if path.exists() and not path.is_dir():
+    raise UserError(f"{what} {path} is a file, not a directory; pass a directory")
   try:
     path.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):

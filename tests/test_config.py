@@ -170,3 +170,12 @@ def test_a_batch_larger_than_the_machines_memory_is_refused_before_any_work():
   with pytest.raises(UserError, match=r"data.image_size=100000 with a batch of 64 films: one float32 batch is "
                                       r"2384.2 GiB, more than this machine's .* GiB of memory"):
     config_lib.validate(config)
+
+
+def test_a_cache_dir_that_is_a_file_is_named_as_such(tmp_path):
+  config = tiny.get_config()
+  (tmp_path / "cache").write_text("")
+  config.data.cache_dir = str(tmp_path / "cache")
+  with pytest.raises(UserError, match=r"data.cache_dir='.*/cache' is a file; point it at a folder, or leave it "
+                                      r"empty for RUN/cache"):
+    config_lib.validate(config)

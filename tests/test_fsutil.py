@@ -33,3 +33,13 @@ def test_unwritable_directory_is_named(tmp_path):
   (tmp_path / "file").write_text("")
   with pytest.raises(UserError, match="--workdir .*file/sub is not writable"):
     fsutil.ensure_writable_dir(tmp_path / "file" / "sub", "--workdir")
+
+
+def test_a_file_or_a_dangling_link_as_the_directory_is_named_for_what_it_is(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(UserError, match=r"--workdir .*/file is a file, not a directory; pass a directory"):
+    fsutil.ensure_writable_dir(tmp_path / "file", "--workdir")
+  (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+  with pytest.raises(UserError, match=r"--workdir .*/link is a symbolic link to .*/nowhere, which does not exist"):
+    fsutil.ensure_writable_dir(tmp_path / "link", "--workdir")
+  assert not (tmp_path / "nowhere").exists()

@@ -279,3 +279,12 @@ def test_a_damaged_summary_is_rewritten_by_rerunning(straight, tiny_config, tmp_
   assert "summary.json is damaged: the test split is reported again" in caplog.text
   assert again["test"] == straight[1]["test"]
   assert json.loads((workdir / "summary.json").read_text()) == json.loads(json.dumps(again))  # rewritten whole
+
+
+def test_fewer_epochs_than_a_finished_run_says_the_run_is_not_cut_back(straight, tiny_config, tmp_path, caplog):
+  workdir = tmp_path / "copy"
+  shutil.copytree(straight[0], workdir)
+  tiny_config.train.epochs = 1
+  again = train_run(tiny_config, workdir)
+  assert again["step"] == straight[1]["step"] == 16
+  assert "The checkpoint is at step 16, past this config's 8 steps (train.epochs=1)" in caplog.text
