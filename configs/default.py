@@ -82,6 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.logging = logs = ml_collections.ConfigDict()
   logs.tensorboard = False         # per-epoch scalars in <workdir>/tensorboard (pip install 'jaxcxr[tensorboard]')
+  logs.report = True               # <workdir>/report.html and its gallery's maps; False for sweeps and benchmarks
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 100

@@ -58,13 +58,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, folder: str | pathlib.
     return _evaluate_and_report(trained, used, data_dir)
 
 
-def _timing(history: list[dict], compile_s: float | None) -> dict:
+def _peak_device_memory_mb(used: list[jax.Device]) -> float | None:
+  """The most memory the run's first device held at once, where its platform counts it (GPUs; not the CPU)."""
+  stats = used[0].memory_stats() or {}
+  return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
+def _timing(history: list[dict], compile_s: float | None, used: list[jax.Device]) -> dict:
   full = [r for r in history if r["steps_timed"] > 0]
   return {"compile_s": compile_s if compile_s is not None else 0.0,
           "mean_sec_per_epoch": statistics.fmean(r["sec_per_epoch"] for r in full) if full else None,
           "median_ms_per_step": statistics.median(r["ms_per_step"] for r in full) if full else None,
           "data_wait_fraction": statistics.fmean(r["data_wait_fraction"] for r in full) if full else None,
-          "epochs_timed": len(full),
+          "epochs_timed": len(full), "peak_device_memory_mb": _peak_device_memory_mb(used),
           # Linux reports kilobytes: the process's peak resident memory, for the RSS benchmark.
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -78,27 +84,30 @@ def _evaluate_and_report(trained: train.Trained, used: list[jax.Device], data_di
   run, state = trained.run, trained.state
   config, splits = run.config, run.splits
   test, test_logits = evaluate.report_test_split(config.eval, run.score, state, splits["val"], splits["test"])
-  summary = {"step": int(state.step), "test": test, "timing": _timing(trained.history, trained.compile_s),
+  summary = {"step": int(state.step), "test": test, "timing": _timing(trained.history, trained.compile_s, used),
              "device": devices.record(used), "lowering": trained.lowering, "synthetic": data_dir is None,
              "pos_weight": trained.pos_weight, "neg_weight": trained.neg_weight,
              "split_sizes": {k: len(v) for k, v in splits.items()},
              "split_positives": {k: v.positives_per_target() if v.targets else v.num_positive
                                  for k, v in splits.items()},
              "split_patients": {k: len(set(v.patient_ids)) for k, v in splits.items()},
-             "epochs": trained.history, "config": config.to_dict()}
-  # The final network as `predict` applies it, on the run's devices, at the test report's operating points.
-  network = inference.from_state(config, state, summary, functools.partial(_whole_batch,
-                                                                            sharding=run.batch_sharding))
-  # Every process computes the maps (they are collectives); the first writes them.
-  summary["localisation"] = run_report.localisation(
-      network, splits["test"], datasets.synthetic_opacities(config.data, data_dir, run.workdir),
-      config.data.synthetic.image_size)
-  logits = test_logits.reshape(len(splits["test"]), -1)
-  scores = run_report.test_scores(network, splits["test"], logits)
-  gallery = run_report.gallery(network, splits["test"], scores, logits)
+             "epochs": trained.history, "config": config.to_dict(), "localisation": None}
+  report = None
+  if config.logging.report:
+    # The final network as `predict` applies it, on the run's devices, at the test report's operating points.
+    network = inference.from_state(config, state, summary, functools.partial(_whole_batch,
+                                                                              sharding=run.batch_sharding))
+    # Every process computes the maps (they are collectives); the first writes them.
+    summary["localisation"] = run_report.localisation(
+        network, splits["test"], datasets.synthetic_opacities(config.data, data_dir, run.workdir),
+        config.data.synthetic.image_size)
+    logits = test_logits.reshape(len(splits["test"]), -1)
+    scores = run_report.test_scores(network, splits["test"], logits)
+    report = scores, run_report.gallery(network, splits["test"], scores, logits)
   if devices.is_primary():
-    path = run_report.write(run.workdir, summary, scores, gallery)
+    path = run_report.write(run.workdir, summary, *report) if report else None
     workdir.write_summary(run.workdir, summary)
     print(console.summary_text(summary))
-    log.info("Report: %s", path)
+    if path:
+      log.info("Report: %s", path)
   return summary

@@ -67,5 +67,5 @@ def default_run(tmp_path_factory) -> pathlib.Path:
   from jaxcxr.configs import default  # pylint: disable=g-import-not-at-top
   from tests.support import train_run  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("default-run")
-  train_run(default.get_config(), workdir)
+  train_run(default.get_config(), workdir, report=True)
   return workdir

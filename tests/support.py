@@ -32,8 +32,10 @@ TIMING_KEYS = {"sec_per_epoch", "ms_per_step", "data_wait_fraction", "steps_time
 CPU = devices.select_devices("cpu", 1)[0]
 
 
-def train_run(config, workdir, data_dir=None):
-  """A whole run (train, test report, report page, summary) in this process, on one CPU device."""
+def train_run(config, workdir, data_dir=None, report=False):
+  """A whole run in this process, on one CPU device: train, test report and summary, and with `report` the run
+  page (its gallery's maps take seconds a test of training need not spend; test_report.py checks the page)."""
+  config.logging.report = report
   return experiment.train_and_evaluate(config, workdir, CPU, data_dir)
 
 

@@ -116,7 +116,7 @@ def multilabel_run(tmp_path_factory, shared_cache):
   workdir = tmp_path_factory.mktemp("multilabel")
   with pytest.MonkeyPatch.context() as monkeypatch:
     _stall_validation(monkeypatch)
-    return config, workdir, train_run(config, workdir)
+    return config, workdir, train_run(config, workdir, report=True)
 
 
 @pytest.mark.slow

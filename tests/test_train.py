@@ -27,6 +27,7 @@ def test_run_writes_paper_tables(straight):
   assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]
   assert on_disk["timing"]["compile_s"] > 0 and on_disk["synthetic"] is True
   assert on_disk["device"]["platform"] == "cpu"
+  assert not (workdir / "report.html").exists() and on_disk["localisation"] is None  # logging.report=False
 
 
 def test_resume_at_epoch_boundary_is_exact(straight, tiny_config, tmp_path):

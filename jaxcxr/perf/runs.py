@@ -31,9 +31,10 @@ def config_args(flag_name: str = "config") -> list[str]:
 
 
 def training_command(platform: str, workdir: os.PathLike, config: list[str], *extra: str) -> list[str]:
-  """The `python -m jaxcxr.main` command line of one training run; `extra` flags come last and win."""
+  """The `python -m jaxcxr.main` command line of one training run that is measured, not looked at: no run page
+  (its maps are not part of the timing); `extra` flags come last and win."""
   return [sys.executable, "-m", "jaxcxr.main", f"--platform={platform}", f"--workdir={os.path.abspath(workdir)}",
-          *config, *extra]
+          *config, "--config.logging.report=False", *extra]
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
