@@ -59,8 +59,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, folder: str | pathlib.
 
 
 def _peak_device_memory_mb(used: list[jax.Device]) -> float | None:
-  """The most memory the run's first device held at once, where its platform counts it (GPUs; not the CPU)."""
-  stats = used[0].memory_stats() or {}
+  """The most memory this process's first device held at once, where its platform counts it (GPUs; not the CPU).
+
+  Only a process's own devices report memory: over several processes, the others' raise."""
+  stats = next(d for d in used if d.process_index == jax.process_index()).memory_stats() or {}
   return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
 
 

@@ -49,9 +49,11 @@ def test_retained_memory_is_not_faulted_in_again_each_step():
   if default < 0.5:
     pytest.skip(f"this C library already reuses the pages ({default:.0%} of them faulted per call)")
   # The steady state: once the retained heap has grown to what a call needs, a call faults (almost) nothing.
-  # While other processes share the CPU, XLA's threads can still grow the heap several more times after
-  # warm-up (each such call faults about one call's worth: 6 of the first calls did with two busy processes
-  # beside the test on 2 cores), so only the last third of the calls must fault nothing, where without
-  # retention every call faults its temporaries again.
+  # While other processes share the CPU, XLA's threads can still grow the heap again now and then, even late
+  # (6 of the first calls did with two busy processes beside the test on 2 cores; calls 27 and 29 of 30 did
+  # once in CI), each such call faulting about one call's worth. So the test asks that most calls fault
+  # nothing, where without retention every call faults its temporaries again.
   retained = _faults_per_temp_page("retain", 30)
-  assert all(f < 0.1 for f in retained[-10:]), f"faults per temporary page, call by call: {retained}"
+  faulting = sum(f >= 0.1 for f in retained)
+  assert statistics.median(retained) < 0.1 and faulting <= len(retained) // 3, (
+    f"{faulting} of {len(retained)} calls faulted; faults per temporary page, call by call: {retained}")
