@@ -72,13 +72,14 @@ def get_config() -> ml_collections.ConfigDict:
   train.seed = 0
   train.log_step_times = False     # sync after every step and record each step's time (speedup runs)
 
-  # How the test split is reported: the operating point is chosen on the validation split and applied to
-  # test; every test metric gets a bootstrap interval that resamples patients.
+  # How the test split is reported: the temperature and the operating point are chosen on the validation
+  # split and applied to test; every test metric gets a bootstrap interval that resamples patients.
   config.eval = ev = ml_collections.ConfigDict()
   ev.threshold = "0.5"             # a probability (0.5) | youden (max sensitivity + specificity) | recall:0.95
   ev.bootstrap = 1000              # resamples for the intervals; 0 = none
   ev.confidence = 0.95
   ev.seed = 0
+  ev.calibration = "temperature"   # one temperature per target fitted on validation (Guo et al. 2017) | none
 
   config.logging = logs = ml_collections.ConfigDict()
   logs.tensorboard = False         # per-epoch scalars in <workdir>/tensorboard (pip install 'jaxcxr[tensorboard]')

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import ml_collections
 
-from jaxcxr import augment, input_pipeline, metrics, models, optim
+from jaxcxr import augment, calibration, input_pipeline, metrics, models, optim
 from jaxcxr.configs import EVERY_KEY
 from jaxcxr.data import datasets, images, nih
 from jaxcxr.errors import UserError
@@ -114,6 +114,7 @@ def _eval_rules(e: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
   yield "eval.bootstrap", e.bootstrap, (0 <= e.bootstrap <= MAX_BOOTSTRAP, f"must be in [0, {MAX_BOOTSTRAP}]")
   yield "eval.confidence", e.confidence, (0.0 < e.confidence < 1.0, "must be in (0, 1)")
   yield "eval.seed", e.seed, _at_least(e.seed, 0)
+  yield "eval.calibration", e.calibration, _choice(e.calibration, calibration.METHODS)
 
 
 def _memory_bytes() -> int | None:

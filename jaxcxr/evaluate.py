@@ -1,5 +1,5 @@
-"""Scoring a trained state on a split: each epoch's validation figures, and the test report at the operating
-point chosen on validation, with patient-bootstrap intervals (for several targets, one report per finding, as
+"""Scoring a trained state on a split: each epoch's validation figures, and the test report with the temperature
+and the operating point chosen on validation, with patient-bootstrap intervals (for several targets, one report per finding, as
 CheXNet's Table 2, and their mean AUROC). Callers hand it a state; it never trains.
 """
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcxr import devices, input_pipeline, metrics
+from jaxcxr import calibration, devices, input_pipeline, metrics
 from jaxcxr.data.cache import CachedSplit
 from jaxcxr.train_step import TrainState
 
@@ -47,14 +47,37 @@ def epoch_metrics(score: SplitScorer, state: TrainState, split: CachedSplit) -> 
   return {"loss": float(totals["loss"]) / len(split), **report}
 
 
-def _operating_point_report(cfg: ml_collections.ConfigDict, val_labels: np.ndarray, val_scores: np.ndarray | None,
-                            labels: np.ndarray, logits: np.ndarray, scores: np.ndarray, patients: list[str]) -> dict:
-  """One target's test report at the operating point `cfg.threshold` picks on validation, with intervals."""
+def _calibration(cfg: ml_collections.ConfigDict, val_labels: np.ndarray,
+                 val_logits: np.ndarray | None) -> tuple[float, str | None]:
+  """The temperature `cfg.calibration` fits on validation (1.0 for none), and a note where it could not."""
+  if cfg.calibration == calibration.NONE:
+    return 1.0, None
+  return calibration.fit_temperature(val_labels, val_logits)
+
+
+def _calibration_report(method: str, temperature: float, labels: np.ndarray, before: np.ndarray,
+                        after: np.ndarray) -> dict:
+  """ECE and Brier score on the test split before and after the temperature."""
+  return {"method": method, "temperature": temperature,
+          "ece_before": metrics.reliability(labels, before)["ece"], "ece_after": metrics.reliability(labels, after)["ece"],
+          "brier_before": calibration.brier(labels, before), "brier_after": calibration.brier(labels, after)}
+
+
+def _operating_point_report(cfg: ml_collections.ConfigDict, val_labels: np.ndarray, val_logits: np.ndarray | None,
+                            labels: np.ndarray, logits: np.ndarray, patients: list[str]) -> dict:
+  """One target's test report: its logits divided by the temperature fitted on validation, called at the
+  operating point `cfg.threshold` picks on the calibrated validation scores, with intervals."""
+  temperature, calibration_note = _calibration(cfg, val_labels, val_logits)
+  val_scores = None if val_logits is None else calibration.sigmoid(val_logits / temperature)
   threshold = metrics.choose_threshold(val_labels, val_scores, cfg.threshold)
-  predicted = metrics.called(logits, threshold["value"])
+  calibrated = logits / temperature
+  scores = calibration.sigmoid(calibrated)
+  predicted = metrics.called(calibrated, threshold["value"])
   report = metrics.classification_report(*metrics.confusion(labels, predicted), labels, scores)
   report["threshold"] = threshold
-  report["notes"] += [threshold["note"]] if threshold["note"] else []
+  report["calibration"] = _calibration_report(cfg.calibration, temperature, labels, calibration.sigmoid(logits),
+                                              scores)
+  report["notes"] += [note for note in (threshold["note"], calibration_note) if note]
   if cfg.bootstrap > 0:
     report["intervals"] = metrics.bootstrap_intervals(labels, scores, predicted, patients, cfg.bootstrap,
                                                       cfg.confidence, cfg.seed)
@@ -67,13 +90,14 @@ def report_test_split(cfg: ml_collections.ConfigDict, score: SplitScorer, state:
   """The `test` split at the operating point `cfg.threshold` (the config's `eval`) picks on `val`, with
   bootstrap intervals; for several targets one such report per target and their mean AUROC. Also the test
   films' logits, for the run report."""
-  # A fixed threshold needs no pass over the validation split.
-  val_scores = score(state, val)[2] if metrics.needs_scores(cfg.threshold) else None
+  # A fixed threshold without calibration needs no pass over the validation split.
+  needs_val = metrics.needs_scores(cfg.threshold) or cfg.calibration != calibration.NONE
+  val_logits = score(state, val)[1] if needs_val else None
   _, logits, scores = score(state, test)
   if not test.targets:
-    return _operating_point_report(cfg, val.labels, val_scores, test.labels, logits, scores, test.patient_ids), logits
-  findings = {target: _operating_point_report(cfg, val.labels[:, k], None if val_scores is None else val_scores[:, k],
-                                              test.labels[:, k], logits[:, k], scores[:, k], test.patient_ids)
+    return _operating_point_report(cfg, val.labels, val_logits, test.labels, logits, test.patient_ids), logits
+  findings = {target: _operating_point_report(cfg, val.labels[:, k], None if val_logits is None else val_logits[:, k],
+                                              test.labels[:, k], logits[:, k], test.patient_ids)
               for k, target in enumerate(test.targets)}
   undefined = [t for t, r in findings.items() if r["auc"] is None]
   report = {"targets": list(test.targets), "findings": findings, "mean_auc": metrics.mean_auc(test.labels, scores),

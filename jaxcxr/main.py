@@ -6,6 +6,7 @@
   python run.py --config.train.epochs=3                # any config key can be overridden
   python run.py --mode=describe --data_dir=/data/nih   # what the dataset holds; no training
   python run.py --mode=predict --workdir=runs/default-cpu --inputs=films/ scan.dcm --explain
+  python run.py --mode=export --workdir=runs/default-cpu     # RUN/export/: model.jax and manifest.json
 """
 
 import logging
@@ -27,9 +28,10 @@ _WORKDIR = cli.path_flag("workdir", None, "Run folder (checkpoints, metrics, sum
 _PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
 _DATA_DIR = cli.path_flag("data_dir", None, "Dataset folder (or .npz file); absent = embedded "
                                  "synthetic default.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "describe", "predict"], "train: train, evaluate, report. "
-                          "describe: report what the dataset holds from its metadata, no training. "
-                          "predict: apply the --workdir run to --inputs.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "describe", "predict", "export"], "train: train, evaluate, "
+                          "report. describe: report what the dataset holds from its metadata, no training. "
+                          "predict: apply the --workdir run (or export folder) to --inputs. export: write "
+                          "--workdir/export/, the run's network as jax.export StableHLO with its manifest.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Several processes (hosts): process 0's HOST:PORT, "
                                    f"or '{devices.FROM_CLUSTER}' to read them from the cluster's environment.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "How many processes the run has (with "
@@ -43,6 +45,10 @@ _ON_BAD_IMAGE = flags.DEFINE_enum("on_bad_image", images.STOP_AT_BAD_IMAGE, list
                                   "predict: stop at an unreadable film, or skip it and list it.")
 _OUTPUT_NAME = flags.DEFINE_string("output_name", None, "predict: writes RUN/predictions/<name>.csv; default: the "
                                    "first input's name.")
+_STRICT_INPUTS = flags.DEFINE_bool("strict_inputs", False, "predict: refuse films outside the model's scope (not a "
+                                   "chest radiograph, or a lateral view for a frontal run) instead of flagging them.")
+_PLATFORMS = flags.DEFINE_string("platforms", "cpu", "export: the platforms model.jax runs on, comma-separated "
+                                 "(cpu, cuda, rocm).")
 
 
 def _setup_logging() -> None:
@@ -58,28 +64,35 @@ def _setup_logging() -> None:
 
 
 # Flags that mean something in one mode only: given in another they would be ignored without a word.
-_PREDICT_ONLY = ("inputs", "explain", "on_bad_image", "output_name")
-_NOT_IN_PREDICT = ("config", "data_dir", "coordinator_address", "num_processes", "process_id")
+_MODE_ONLY = {"predict": ("inputs", "explain", "on_bad_image", "output_name", "strict_inputs"),
+              "export": ("platforms",)}
+# predict and export apply a finished run as its own config.json says: these would change nothing.
+_APPLYING = ("predict", "export")
+_TRAINING_ONLY = ("config", "data_dir", "coordinator_address", "num_processes", "process_id")
 
 
 def _check_mode_flags(argv: list[str]) -> None:
-  predicting = _MODE.value == "predict"
-  if len(argv) > 1 and not predicting:  # a shell-expanded --inputs=*.png leaves paths behind
+  mode = _MODE.value
+  if len(argv) > 1 and mode != "predict":  # a shell-expanded --inputs=*.png leaves paths behind
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  given = {name for name in (*_PREDICT_ONLY, *_NOT_IN_PREDICT) if flags.FLAGS[name].present}
-  overrides = flags.FLAGS["config"].present or any(a.startswith("--config.") for a in sys.argv[1:])
-  ignored = sorted(given & set(_NOT_IN_PREDICT if predicting else _PREDICT_ONLY)
-                   | ({"config"} if predicting and overrides else set()))
+  other_modes = {name: m for m, names in _MODE_ONLY.items() if m != mode for name in names}
+  ignored = {name for name in other_modes if flags.FLAGS[name].present}
+  modes = sorted({other_modes[n] for n in ignored})
+  why = f"they apply to --mode={'/'.join(modes)} only; drop them" + (f", or add --mode={modes[0]}" if len(modes) == 1
+                                                                      else "")
+  if mode in _APPLYING:
+    overrides = flags.FLAGS["config"].present or any(a.startswith("--config.") for a in sys.argv[1:])
+    training = {name for name in _TRAINING_ONLY if flags.FLAGS[name].present} | ({"config"} if overrides else set())
+    if training:
+      ignored, why = ignored | training, f"{mode} applies the run's own config.json; drop them"
   if ignored:
-    why = "predict applies the run's own config.json; drop them" if predicting else \
-        "they apply to --mode=predict only; drop them, or add --mode=predict"
-    raise UserError(f"--{', --'.join(ignored)} would be ignored with --mode={_MODE.value}: {why}")
+    raise UserError(f"--{', --'.join(sorted(ignored))} would be ignored with --mode={mode}: {why}")
 
 
 def main(argv):
   _check_mode_flags(argv)
   # After flags: keeps --help fast.
-  from jaxcxr import experiment, predict  # pylint: disable=g-import-not-at-top
+  from jaxcxr import experiment, export, predict  # pylint: disable=g-import-not-at-top
   from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top
   from jaxcxr.fsutil import ensure_writable_dir, exclusive  # pylint: disable=g-import-not-at-top
   _setup_logging()
@@ -88,7 +101,10 @@ def main(argv):
   try:
     if _MODE.value == "predict":  # the run's own config, not --config
       predict.run(workdir, [*_INPUTS.value, *argv[1:]], _PLATFORM.value, _ON_BAD_IMAGE.value, _EXPLAIN.value,
-                  _OUTPUT_NAME.value)
+                  _OUTPUT_NAME.value, _STRICT_INPUTS.value)
+      return
+    if _MODE.value == "export":
+      export.run(workdir, export.parse_platforms(_PLATFORMS.value))
       return
     config = cli.load_config(_CONFIG)  # validated before the device starts or any file is touched
     if _MODE.value == "describe":

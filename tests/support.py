@@ -13,6 +13,8 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
+from pydicom import uid
+from pydicom.dataset import Dataset, FileMetaDataset
 
 from jaxcxr import checkpoints, devices, experiment, models, train_step
 
@@ -174,3 +176,28 @@ def tiny_batch(n=8, seed=0):
 def references(page: str) -> list[str]:
   """Every src or href of the page that is not an inlined PNG: what would break offline."""
   return [ref for ref in re.findall(r'(?:src|href)="([^"]*)"', page) if not ref.startswith("data:image/png;base64,")]
+
+
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+def dicom_dataset(sop_class: str = DX_FOR_PRESENTATION) -> Dataset:
+  """An image dataset of `sop_class` with its file meta information, Modality DX, and no pixels yet."""
+  ds = Dataset()
+  ds.file_meta = FileMetaDataset()
+  ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+  ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+  ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid.generate_uid()
+  ds.Modality = "DX"
+  return ds
+
+
+def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
+                **attrs):
+  """`pixels` as a DICOM film at `path`, with any other attributes (Modality, PixelSpacing, ...) given."""
+  ds = dicom_dataset()
+  ds.set_pixel_data(pixels, photometric, bits_stored or pixels.dtype.itemsize * 8, generate_instance_uid=False)
+  for key, value in attrs.items():
+    setattr(ds, key, value)
+  ds.save_as(path, enforce_file_format=True)
+  return path

@@ -6,12 +6,11 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom import uid
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 
 from jaxcxr.data import dicom, folders, images
+from tests.support import dicom_dataset, write_dicom
 
-DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 SIZE = 32  # below the films' 40x48, so every comparison also passes the pad and the resize
 
@@ -21,26 +20,6 @@ def _pixels() -> np.ndarray:
   arr = np.random.default_rng(0).integers(0, 256, (40, 48)).astype(np.uint8)
   arr[0, 0], arr[0, 1] = 0, 255
   return arr
-
-
-def _dataset(sop_class: str = DX_FOR_PRESENTATION) -> Dataset:
-  ds = Dataset()
-  ds.file_meta = FileMetaDataset()
-  ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-  ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
-  ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid.generate_uid()
-  ds.Modality = "DX"
-  return ds
-
-
-def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
-                **attrs):
-  ds = _dataset()
-  ds.set_pixel_data(pixels, photometric, bits_stored or pixels.dtype.itemsize * 8, generate_instance_uid=False)
-  for key, value in attrs.items():
-    setattr(ds, key, value)
-  ds.save_as(path, enforce_file_format=True)
-  return path
 
 
 def write_png(path, pixels: np.ndarray):
@@ -132,12 +111,15 @@ def test_the_window_is_in_rescaled_units(tmp_path):
 def test_pixel_spacing_is_recorded_with_the_detectors_as_fallback(tmp_path):
   x = _pixels()
   spacing = images.load_film_with_metadata(write_dicom(tmp_path / "a.dcm", x, PixelSpacing=[0.139, 0.143]), SIZE)[1]
-  assert spacing == {"pixel_spacing_mm": (0.139, 0.143), "photometric": "MONOCHROME2", "bits_stored": 8}
+  assert spacing == {"pixel_spacing_mm": (0.139, 0.143), "photometric": "MONOCHROME2", "bits_stored": 8,
+                     "modality": "DX", "body_part": None, "view_position": None}
   imager = write_dicom(tmp_path / "b.dcm", x, ImagerPixelSpacing=[0.2, 0.25])
   assert dicom.read_film(imager)[1]["pixel_spacing_mm"] == (0.2, 0.25)
   assert dicom.read_film(write_dicom(tmp_path / "c.dcm", x))[1]["pixel_spacing_mm"] is None
   png = images.load_film_with_metadata(write_png(tmp_path / "a.png", x), SIZE)[1]
-  assert png == {"pixel_spacing_mm": None, "photometric": None, "bits_stored": None}
+  assert png == dict.fromkeys(dicom.METADATA_KEYS)
+  # Scanners write 0\\0 for an uncalibrated detector: that is no spacing, not 0 x 0 mm.
+  assert dicom.read_film(write_dicom(tmp_path / "d.dcm", x, PixelSpacing=[0, 0]))[1]["pixel_spacing_mm"] is None
 
 
 def test_is_dicom_by_suffix_or_by_magic(tmp_path):
@@ -169,7 +151,7 @@ def test_a_multi_frame_dicom_is_refused(tmp_path):
 
 
 def test_a_dicom_without_pixel_data_is_refused(tmp_path):
-  ds = _dataset(BASIC_TEXT_SR)
+  ds = dicom_dataset(BASIC_TEXT_SR)
   ds.Modality = "SR"
   ds.save_as(tmp_path / "report.dcm", enforce_file_format=True)
   _refused(tmp_path / "report.dcm", "has no pixel data", "structured report")
@@ -202,7 +184,7 @@ def test_a_compressed_syntax_without_its_plugin_names_the_pip_install(tmp_path):
   decoder = pydicom.pixels.get_decoder(uid.JPEGLSLossless)
   if decoder.is_available:
     pytest.skip("a JPEG-LS plugin is installed here, so the file would be decoded")
-  ds = _dataset()
+  ds = dicom_dataset()
   ds.set_pixel_data(_pixels(), "MONOCHROME2", 8, generate_instance_uid=False)
   ds.file_meta.TransferSyntaxUID = uid.JPEGLSLossless
   ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7 not really JPEG-LS \xff\xd9"])

@@ -15,10 +15,11 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from jaxcxr import inference, predict, workdir
+from jaxcxr import predict, workdir
 from jaxcxr.data import cache
 from jaxcxr.errors import UserError
 from jaxcxr.fsutil import exclusive
+from tests.support import run_command, write_dicom
 
 
 def _test_split(workdir: pathlib.Path) -> cache.CachedSplit:
@@ -58,12 +59,14 @@ def test_a_film_from_its_file_gives_the_logits_it_has_in_the_training_cache(defa
   model = predict.load(default_run)
   split = _test_split(default_run)
   table = model(_film_paths(default_run, split.image_ids[:24]))
-  cached = inference.probability(model.network.logits(np.stack([split.images[i] for i in range(24)])))
+  cached = model.network.readout.probabilities(model.network.logits(np.stack([split.images[i] for i in range(24)])))
   np.testing.assert_array_equal(table["p_Pneumonia"].to_numpy(), cached[:, 0])
   summary = workdir.read_summary(default_run)
-  assert model.network.step == summary["step"] and model.network.thresholds == (summary["test"]["threshold"]["value"],)
+  read = model.network.readout
+  assert model.network.step == summary["step"] and read.thresholds == (summary["test"]["threshold"]["value"],)
+  assert read.temperatures == (summary["test"]["calibration"]["temperature"],)
   # The labels are the test report's calls: over the whole test split they give its confusion counts.
-  every = model.network.labels(model.network.logits(np.stack([split.images[i] for i in range(len(split))])))[:, 0]
+  every = read.labels(model.network.logits(np.stack([split.images[i] for i in range(len(split))])))[:, 0]
   truth = split.labels.astype(bool)
   test = summary["test"]
   assert (int((every & ~truth).sum()), int((every & truth).sum())) == (test["fp"], test["tp"])
@@ -96,7 +99,7 @@ def test_the_command_writes_a_csv_and_an_explanation_per_film(default_run, tmp_p
   written = pd.read_csv(default_run / "predictions" / "films.csv")
   assert len(written) == 3 and list(written.columns) == [
       "path", "p_Pneumonia", "label_Pneumonia", "threshold_Pneumonia", "checkpoint_step", "pixel_spacing_mm",
-      "explanation"]
+      "in_scope", "scope_reason", "explanation"]
   np.testing.assert_allclose(written["p_Pneumonia"], table["p_Pneumonia"])
   for overlay in written["explanation"]:
     with Image.open(overlay) as img:
@@ -116,7 +119,7 @@ def test_a_dicom_gives_the_prediction_of_the_png_it_was_made_from(default_run, t
   _write_dicom(tmp_path / "mono1_12bit.dcm", ((255 - full.astype(np.uint16)) * 16), "MONOCHROME1", 12)
   table = model([tmp_path / "film.png", tmp_path / "mono2_8bit.dcm", tmp_path / "mono1_12bit.dcm"])
   assert table["p_Pneumonia"].nunique() == 1, table
-  assert table["pixel_spacing_mm"].tolist() == ["", "0.143 x 0.139", ""]
+  assert table["pixel_spacing_mm"].tolist() == ["unknown", "0.143 x 0.139", "unknown"]
   assert pydicom.dcmread(tmp_path / "mono1_12bit.dcm").BitsStored == 12
 
 
@@ -151,7 +154,8 @@ def test_an_unfinished_run_labels_at_one_half_and_says_so(default_run, tmp_path)
   steps = sorted(int(p.stem) for p in (unfinished / "checkpoints").glob("*.sha256"))
   (unfinished / "checkpoints" / f"{steps[-1]}.sha256").unlink()  # as while that step is being saved
   model = predict.load(unfinished)
-  assert model.network.thresholds == (0.5,) and "has not finished" in model.network.threshold_note
+  read = model.network.readout
+  assert read.thresholds == (0.5,) and read.temperatures == (1.0,) and "has not finished" in read.note
   assert model.network.step == steps[-2] and (unfinished / "checkpoints" / str(steps[-1])).is_dir()  # skipped, kept
 
 
@@ -213,3 +217,47 @@ def test_a_damaged_run_file_stops_predict_in_one_line_naming_it(default_run, tmp
                                       r"command and --workdir=.* to rewrite it") as info:
     predict.load(run)
   assert "\n" not in str(info.value)
+
+
+def _chest(path, **tags):
+  return write_dicom(path, _grey_film_pixels(), **{"Modality": "CR", "BodyPartExamined": "CHEST",
+                                                   "ViewPosition": "PA", **tags})
+
+
+def _grey_film_pixels():
+  return np.random.default_rng(0).integers(0, 256, (64, 64)).astype(np.uint8)
+
+
+def test_films_outside_the_models_scope_are_flagged_once_per_kind(default_run, tmp_path, caplog):
+  films = tmp_path / "pacs"
+  films.mkdir()
+  _chest(films / "a_chest.dcm", PixelSpacing=[0.15, 0.15])
+  _chest(films / "b_thorax.dcm", BodyPartExamined="THORAX", PixelSpacing=[0, 0])  # uncalibrated detector
+  _chest(films / "c_ct.dcm", Modality="CT")
+  _chest(films / "d_mr.dcm", Modality="MR")
+  _chest(films / "e_lateral.dcm", ViewPosition="LL")
+  _chest(films / "f_tibia.dcm", BodyPartExamined="EXTREMITY")
+  Image.fromarray(_grey_film_pixels()).save(films / "g.png")
+  table = predict.run(default_run, [str(films)], name="pacs")
+  assert table["in_scope"].tolist() == ["true", "true", "false", "false", "false", "false", "unknown"]
+  assert table["scope_reason"][2] == "Modality CT is not a radiograph (CR, DX, DR)"
+  assert table["scope_reason"][4] == "ViewPosition LL is lateral; the run trained on frontal films"
+  assert table["scope_reason"][5] == "BodyPartExamined EXTREMITY is not the chest"
+  assert table["pixel_spacing_mm"].tolist()[:2] == ["0.15 x 0.15", "unknown"]
+  assert pd.read_csv(default_run / "predictions" / "pacs.csv")["in_scope"].tolist()[2:6] == ["false"] * 4
+  warned = [r.getMessage() for r in caplog.records if "outside the model's scope" in r.getMessage()]
+  assert len(warned) == 3 and warned[0].startswith("2 film(s) outside the model's scope by their modality")
+
+
+def test_strict_inputs_refuse_a_film_outside_the_scope_in_one_line(default_run, tmp_path):
+  _chest(tmp_path / "chest.dcm")
+  _chest(tmp_path / "ct.dcm", Modality="CT")
+  model = predict.load(default_run)
+  assert len(model([tmp_path / "chest.dcm"], strict_inputs=True)) == 1
+  with pytest.raises(UserError, match=r"ct.dcm is outside the model's scope \(Modality CT is not a radiograph "
+                                      r"\(CR, DX, DR\)\); remove them, or drop --strict_inputs") as error:
+    model(sorted(tmp_path.glob("*.dcm")), strict_inputs=True)
+  assert "\n" not in str(error.value)
+  result = run_command("--mode=predict", f"--workdir={default_run}", "--strict_inputs", str(tmp_path / "ct.dcm"))
+  assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith("error: ")
+  assert "outside the model's scope" in result.stderr

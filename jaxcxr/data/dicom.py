@@ -9,6 +9,7 @@ compressed transfer syntax whose plugin is not installed names the `pip install`
 for it.
 """
 
+import math
 import os
 import pathlib
 import shlex
@@ -33,6 +34,10 @@ _PYDICOM_ERRORS = (pydicom.errors.InvalidDicomError, EOFError, struct.error, Val
 
 class DicomError(Exception):
   """One DICOM file that cannot be a film; the message starts with the path and says why in one line."""
+
+
+# What a film's file says of itself: pixel spacing (mm, row x column), and the tags predict's scope check reads.
+METADATA_KEYS = ("pixel_spacing_mm", "photometric", "bits_stored", "modality", "body_part", "view_position")
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -62,7 +67,7 @@ def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
 
 def read_film(path: str | os.PathLike,
               check_size: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
-  """A 2-D uint8 film and its metadata (`pixel_spacing_mm`, `photometric`, `bits_stored`); DicomError if unusable.
+  """A 2-D uint8 film and its metadata (`METADATA_KEYS`); DicomError if unusable.
 
   `check_size(width, height)` runs on the header's Rows and Columns before any pixel is decoded, so that a
   caller's size limits refuse a decompression bomb without decompressing it.
@@ -88,7 +93,8 @@ def read_film(path: str | os.PathLike,
   if photometric == "MONOCHROME1":  # low values are white: invert so that bone is bright as in MONOCHROME2
     film = 255 - film
   return film, {"pixel_spacing_mm": _pixel_spacing(ds), "photometric": photometric,
-                "bits_stored": int(ds.BitsStored)}
+                "bits_stored": int(ds.BitsStored), "modality": _tag(ds, "Modality"),
+                "body_part": _tag(ds, "BodyPartExamined"), "view_position": _tag(ds, "ViewPosition")}
 
 
 def _display_range(ds: pydicom.Dataset) -> tuple[float, float] | None:
@@ -171,9 +177,20 @@ def _pip_installs(missing: list[str]) -> list[str]:
 
 
 def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
-  """(row, column) spacing in mm: PixelSpacing, else the detector's ImagerPixelSpacing; None when neither."""
+  """(row, column) spacing in mm: PixelSpacing, else the detector's ImagerPixelSpacing; None when neither holds
+  two positive numbers (scanners write `0\\0` for "not calibrated")."""
   for key in ("PixelSpacing", "ImagerPixelSpacing"):
     value = ds.get(key)
-    if value is not None and len(value) == 2:
-      return float(value[0]), float(value[1])
+    try:
+      spacing = tuple(float(v) for v in value) if value is not None else ()
+    except (TypeError, ValueError):
+      continue
+    if len(spacing) == 2 and all(math.isfinite(v) and v > 0 for v in spacing):
+      return spacing
   return None
+
+
+def _tag(ds: pydicom.Dataset, keyword: str) -> str | None:
+  """A code string tag as written (upper case, stripped), or None where it is absent or empty."""
+  value = str(ds.get(keyword) or "").strip().upper()
+  return value or None

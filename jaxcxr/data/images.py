@@ -65,8 +65,9 @@ def load_film(path: str | os.PathLike, size: int, aspect: str = "pad") -> np.nda
 def load_film_with_metadata(path: str | os.PathLike, size: int, aspect: str = "pad") -> tuple[np.ndarray, dict]:
   """`load_film`'s array and what the file says of its pixels, for a prediction to record.
 
-  The metadata has `pixel_spacing_mm` ((row, column) in mm of the file's own pixels, before resizing),
-  `photometric` and `bits_stored`; all three are None for a PNG or JPEG, which carry none of them.
+  The metadata has `dicom.METADATA_KEYS`: `pixel_spacing_mm` ((row, column) in mm of the file's own pixels,
+  before resizing), `photometric`, `bits_stored` and the DICOM tags Modality, BodyPartExamined and ViewPosition;
+  all are None for a PNG or JPEG, which carry none of them.
   """
   if aspect not in ASPECT_MODES:
     raise ValueError(f"aspect must be one of {ASPECT_MODES}, got {aspect!r}")
@@ -75,7 +76,7 @@ def load_film_with_metadata(path: str | os.PathLike, size: int, aspect: str = "p
       film, metadata = dicom.read_film(path, check_size=functools.partial(check_size, path))
       gray = Image.fromarray(film)
     else:
-      gray, metadata = _decode(path, size), {"pixel_spacing_mm": None, "photometric": None, "bits_stored": None}
+      gray, metadata = _decode(path, size), dict.fromkeys(dicom.METADATA_KEYS)
   except BadImageError:
     raise
   except dicom.DicomError as e:
@@ -123,3 +124,14 @@ def _fit(img: Image.Image, size: int, aspect: str) -> np.ndarray:
 def fit(gray: np.ndarray, size: int, aspect: str = "pad") -> np.ndarray:
   """A 2-D uint8 film made square (`pad` or `crop`) and resized to (size, size), antialiased."""
   return _fit(Image.fromarray(gray), size, aspect)
+
+
+def fit_array(film: np.ndarray, size: int, aspect: str = "pad") -> np.ndarray:
+  """A film handed over as an array (2-D uint8 greyscale, any size) fitted to (size, size) as the cache fits a
+  file's; BadImageError for any other array."""
+  film = np.asarray(film)
+  if film.ndim != 2 or film.dtype != np.uint8:
+    raise BadImageError(f"a film given as an array must be 2-D uint8 greyscale; got {film.dtype} {film.shape} "
+                        "(pass paths to have PNG, JPEG or DICOM files decoded)")
+  check_size("a film given as an array", film.shape[1], film.shape[0])
+  return film if film.shape == (size, size) else fit(film, size, aspect)

@@ -1,6 +1,6 @@
 """What a run prints at its end: the test summary (paper Table 6), the localisation check and the timing."""
 
-from jaxcxr.report.tables import Table, evaluation_table, fmt
+from jaxcxr.report.tables import Table, calibration_table, evaluation_table, fmt
 
 
 def _confusion(t: dict) -> list[str]:
@@ -32,6 +32,10 @@ def summary_text(summary: dict) -> str:
     rule = t["findings"][t["targets"][0]]["threshold"]["rule"]
     lines.append(f"  accuracy, precision, recall, specificity and F1 per finding (at eval.threshold={rule}) are "
                  "in summary.json")
+  calibrated = calibration_table(t)
+  if calibrated is not None:
+    lines += [f"Calibration (eval.calibration={summary['config']['eval']['calibration']}, fitted on validation)",
+              calibrated.text()]
   lines += [f"  note: {note}" for note in t["notes"]]
   found = summary.get("localisation")
   if found:

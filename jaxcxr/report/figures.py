@@ -122,17 +122,18 @@ def confusion(tn: int, fp: int, fn: int, tp: int, positive: str, threshold: floa
   return png(figure)
 
 
-def reliability(predicted: np.ndarray, observed: np.ndarray, counts: np.ndarray, ece: float, title: str) -> bytes:
-  """The reliability diagram: observed fraction of positives against mean predicted probability per bin (marker
-  area by film count), over the diagonal of perfect calibration."""
+def reliability(curves: dict[str, dict], title: str) -> bytes:
+  """Reliability diagrams, one per labelled `metrics.reliability` result: observed fraction of positives against
+  mean predicted probability per bin (marker area by film count), over the diagonal of perfect calibration."""
   figure = _figure(5.0, 4.6)
   ax = figure.add_subplot()
   ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="perfectly calibrated")
-  ax.plot(predicted, observed, color="tab:blue", linewidth=1.5)
-  ax.scatter(predicted, observed, s=20 + 180 * counts / max(counts.max(), 1), color="tab:blue", zorder=3,
-             label=f"bins (area: films); ECE {ece:.3f}")
+  for (label, curve), color in zip(curves.items(), ("tab:gray", "tab:blue")):
+    ax.plot(curve["predicted"], curve["observed"], color=color, linewidth=1.5)
+    ax.scatter(curve["predicted"], curve["observed"], s=20 + 180 * curve["counts"] / max(curve["counts"].max(), 1),
+               color=color, zorder=3, label=f"{label}: ECE {curve['ece']:.3f}")
   ax.set(title=title, xlabel="mean predicted probability", ylabel="observed fraction positive", xlim=(0, 1),
          ylim=(0, 1.01), aspect="equal")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize="small", loc="upper left")
+  ax.legend(fontsize="small", loc="upper left", title="bins (area: films)", title_fontsize="small")
   return png(figure)

@@ -13,12 +13,12 @@ import pathlib
 
 import numpy as np
 
-from jaxcxr import explain, metrics
+from jaxcxr import calibration, explain, metrics
 from jaxcxr.data import synthetic
 from jaxcxr.data.cache import CachedSplit
-from jaxcxr.inference import TrainedNetwork, probability
+from jaxcxr.inference import TrainedNetwork
 from jaxcxr.report import figures, html
-from jaxcxr.report.tables import Table, evaluation_table, fmt
+from jaxcxr.report.tables import Table, calibration_table, evaluation_table, fmt
 
 CHART_WIDTH = 470  # px on the page: two charts side by side
 CHART_SIZE = (5.0, 3.6)  # inches of a per-epoch chart, drawn near the size it is shown at
@@ -34,6 +34,7 @@ class TestScores:
   scores: np.ndarray      # (N, targets) probabilities
   called: np.ndarray      # (N, targets) 0/1 at each target's operating point
   thresholds: tuple[float, ...]
+  uncalibrated: np.ndarray  # (N, targets) the network's own probabilities, before the temperature
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +64,11 @@ def gallery_target(test: TestScores) -> int:
 
 
 def test_scores(network: TrainedNetwork, split: CachedSplit, logits: np.ndarray) -> TestScores:
-  """The test split's labels, and its (N, targets) `logits` as probabilities and calls at `network`'s
-  operating points."""
-  labels = split.labels.reshape(len(split), -1)
-  return TestScores(network.targets, labels, probability(logits), network.labels(logits), network.thresholds)
+  """The test split's labels, and its (N, targets) `logits` as `network` reads them: calibrated probabilities
+  and calls at its operating points, and the probabilities before calibration."""
+  labels, read = split.labels.reshape(len(split), -1), network.readout
+  return TestScores(read.targets, labels, read.probabilities(logits), read.labels(logits), read.thresholds,
+                    calibration.sigmoid(logits))
 
 
 def gallery(network: TrainedNetwork, split: CachedSplit, test: TestScores, logits: np.ndarray) -> list[GalleryFilm]:
@@ -75,7 +77,7 @@ def gallery(network: TrainedNetwork, split: CachedSplit, test: TestScores, logit
   picks = gallery_picks(test.labels[:, shown], test.scores[:, shown], test.called[:, shown])
   films = np.stack([split.images[i] for i, _ in picks]) if picks else np.zeros((0,) + split.images.shape[1:], np.uint8)
   heatmaps = network.heatmaps(films, np.full(len(picks), shown))
-  return [GalleryFilm(kind, film, heatmap, network.caption(logits[i], shown))
+  return [GalleryFilm(kind, film, heatmap, network.readout.caption(logits[i], shown))
           for (i, kind), film, heatmap in zip(picks, films, heatmaps)]
 
 
@@ -83,13 +85,13 @@ def localisation(network: TrainedNetwork, split: CachedSplit,
                  opacities: dict[str, list[tuple[float, float, float]]] | None, film_size: int) -> dict | None:
   """On the synthetic films (`opacities` by film, drawn at `film_size` px): of the test films with one opacity,
   how many have their map (each `explain` method's) peak inside it. None for real data."""
-  if not opacities or synthetic.OPACITY_FINDING not in network.targets:
+  if not opacities or synthetic.OPACITY_FINDING not in network.readout.targets:
     return None
   single = [(i, opacities[name][0]) for i, name in enumerate(split.image_ids) if len(opacities.get(name, ())) == 1]
   if not single:
     return None
   films = np.stack([split.images[i] for i, _ in single])
-  targets = np.full(len(single), network.targets.index(synthetic.OPACITY_FINDING))
+  targets = np.full(len(single), network.readout.targets.index(synthetic.OPACITY_FINDING))
   inside = {method: sum(explain.peak_inside(h, o, film_size)
                         for h, (_, o) in zip(network.heatmaps(films, targets, method), single))
             for method in explain.METHODS}
@@ -141,6 +143,11 @@ def _test_section(summary: dict, test: TestScores) -> list[str]:
                           f"(eval.threshold={summary['config']['eval']['threshold']})"
                           + (f"; {confidence:.0%} intervals over patient resamples." if confidence else ".")),
            html.table(evaluation_table(t))]
+  calibrated = calibration_table(t)
+  if calibrated is not None:
+    parts += [html.paragraph(f"Calibration (eval.calibration={summary['config']['eval']['calibration']}): the "
+                             "temperature fitted on validation, and the test split's expected calibration error "
+                             "(ten bins) and Brier score before and after it."), html.table(calibrated)]
   parts += [html.paragraph(f"note: {n}", note=True) for n in t["notes"]]
   curves, pr_curves, points, pr_points, prevalence = {}, {}, {}, {}, {}
   for k, name in enumerate(test.targets):
@@ -167,13 +174,13 @@ def _test_section(summary: dict, test: TestScores) -> list[str]:
     parts.append(html.image(figures.confusion(tn, fp, fn, tp, test.targets[0], test.thresholds[0]),
                             "confusion matrix", "Counts at the operating point (row shares in brackets).",
                             width=CHART_WIDTH))
-  calibration = metrics.reliability(test.labels, test.scores)
   pooled = " (every finding pooled)" if len(test.targets) > 1 else ""
-  parts.append(html.image(figures.reliability(calibration["predicted"], calibration["observed"],
-                                              calibration["counts"], calibration["ece"], "Calibration, test split"
-                                              + pooled), "reliability diagram",
-                          f"Observed fraction of positives against the predicted probability, in ten bins{pooled}.",
-                          width=CHART_WIDTH))
+  curves = {"before calibration": metrics.reliability(test.labels, test.uncalibrated),
+            "after calibration": metrics.reliability(test.labels, test.scores)}
+  method = summary["config"]["eval"].get("calibration", calibration.NONE)
+  parts.append(html.image(figures.reliability(curves, "Calibration, test split" + pooled), "reliability diagram",
+                          f"Observed fraction of positives against the predicted probability, in ten bins{pooled}, "
+                          f"before and after eval.calibration={method} (fitted on validation).", width=CHART_WIDTH))
   return parts
 
 

@@ -56,3 +56,16 @@ def findings_table(test: dict) -> Table:
 def evaluation_table(test: dict) -> Table:
   """The test report's table: per finding for several targets, else the metrics of the one."""
   return findings_table(test) if "findings" in test else metrics_table(test)
+
+
+def calibration_table(test: dict) -> Table | None:
+  """Per target: the temperature fitted on validation and the test split's ECE and Brier score before and
+  after it; None for a summary written before calibration existed."""
+  reports = {t: test["findings"][t] for t in test["targets"]} if "findings" in test else {"": test}
+  if any("calibration" not in r for r in reports.values()):
+    return None
+  rows = [[name or "test split", fmt(c["temperature"], ".3f"), fmt(c["ece_before"]), fmt(c["ece_after"]),
+           fmt(c["brier_before"]), fmt(c["brier_after"])]
+          for name, c in ((name, r["calibration"]) for name, r in reports.items())]
+  return Table(["finding" if "findings" in test else "", "temperature", "ECE before", "ECE after", "Brier before",
+                "Brier after"], rows)
