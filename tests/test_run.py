@@ -41,6 +41,10 @@ def test_gpu_missing_is_one_clear_line(tmp_path):
                                          "to --mode=predict only"),
     (["--mode=predict", "--inputs=film.png", "--config.train.epochs=3", "--data_dir=/data"],
      "error: --config, --data_dir would be ignored with --mode=predict: predict applies the run's own config.json"),
+    (["--strict_inputs", "--platforms=cuda"], "error: --platforms, --strict_inputs would be ignored with --mode=train: "
+                                              "they apply to --mode=export/predict only; drop them"),
+    (["--mode=export", "--config.eval.calibration=none", "--explain"],
+     "error: --config, --explain would be ignored with --mode=export: export applies the run's own config.json"),
 ])
 def test_bad_flags_are_rejected(tmp_path, args, expected):
   result = run_command(*args, f"--workdir={tmp_path}")
