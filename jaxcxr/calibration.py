@@ -43,9 +43,12 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> tuple[float, str 
     previous, inverse = inverse, float(np.clip(inverse - gradient / curvature, low, high))
     if abs(inverse - previous) < 1e-10 * inverse:
       break
-  if inverse in (low, high):
-    return 1.0, (f"the best temperature lies outside [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]: the validation scores "
-                 "carry too little signal (or too few films) to calibrate; temperature 1 used")
+  if inverse == high:
+    return 1.0, (f"the validation split is separated perfectly: its log loss falls as the temperature goes to 0, "
+                 f"past {MIN_TEMPERATURE}, so no temperature can be fitted on it; temperature 1 used")
+  if inverse == low:
+    return 1.0, (f"the best temperature lies above {MAX_TEMPERATURE}: the validation scores carry too little "
+                 "signal to calibrate; temperature 1 used")
   return 1.0 / inverse, None
 
 

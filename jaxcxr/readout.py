@@ -63,6 +63,8 @@ def from_summary(summary: dict | None, targets: tuple[str, ...], step: int) -> R
   # A summary written before calibration existed has none: its probabilities are the network's own.
   temperatures = tuple(float(c.get("calibration", {}).get("temperature", 1.0)) for c in chosen)
   methods = sorted({c.get("calibration", {}).get("method", calibration.NONE) for c in chosen})
+  shown = f"temperature {temperatures[0]:.3f}" if len(temperatures) == 1 else \
+      f"temperatures {min(temperatures):.3f}-{max(temperatures):.3f}"
   return Readout(targets, tuple(c["threshold"]["value"] for c in chosen), temperatures,
                  f"labels at the run's operating point (eval.threshold={', '.join(rules)}), probabilities "
-                 f"calibrated by eval.calibration={', '.join(methods)}")
+                 f"calibrated by eval.calibration={', '.join(methods)} ({shown})")

@@ -32,6 +32,7 @@ def test_the_fitted_temperature_undoes_a_known_overconfidence():
     ([1, 1, 1], [0.5, 1.0, 2.0], "needs both classes"),
     ([0, 1, 0, 1], [0.3, 0.3, 0.3, 0.3], "every validation logit is the same"),
     ([0, 0, 1, 1], [3.0, 2.0, -2.0, -3.0], "too little signal"),   # anti-correlated: no positive temperature helps
+    ([0, 0, 1, 1], [-0.2, -0.1, 0.1, 0.2], "separated perfectly"),  # the loss falls without end as T goes to 0
 ])
 def test_no_temperature_is_fitted_where_none_can_be(labels, logits, why):
   temperature, note = calibration.fit_temperature(np.array(labels), np.array(logits))
