@@ -30,6 +30,14 @@ from jaxcxr.fsutil import atomic_write_json
 
 log = logging.getLogger(__name__)
 
+FOLDER = "checkpoints"  # a run folder's checkpoints live in RUN/checkpoints/
+
+
+def saved_in(run_folder: str | pathlib.Path) -> bool:
+  """Whether `run_folder` holds a checkpoint (orbax names each step's folder by its number)."""
+  folder = pathlib.Path(run_folder).expanduser() / FOLDER
+  return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
 
 class Checkpointer:
   """Saves every so often, keeps the latest `keep`, and restores the newest checkpoint that loads."""

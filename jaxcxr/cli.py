@@ -87,7 +87,7 @@ def config_file(holder: flags.FlagHolder) -> str:
   return config_flags.get_config_filename(flags.FLAGS[holder.name])
 
 
-def load_config(holder: flags.FlagHolder) -> ml_collections.ConfigDict:
+def load_config(holder: flags.FlagHolder, weights_needed: bool = True) -> ml_collections.ConfigDict:
   """The `--config` flag's config with its overrides applied, validated once (`jaxcxr.config.validate`), before
   any work; UserError when the file cannot be loaded or the config is invalid."""
   from jaxcxr import config as config_lib  # pylint: disable=g-import-not-at-top  # after flags: keeps --help fast
@@ -102,7 +102,7 @@ def load_config(holder: flags.FlagHolder) -> ml_collections.ConfigDict:
                  type(e).__name__)
     raise UserError(f"--config={config_file(holder)} could not be loaded ({cause}); pass a config file such as "
                     f"{EVERY_KEY}") from e
-  config_lib.validate(config)
+  config_lib.validate(config, weights_needed)
   return config
 
 

@@ -137,15 +137,16 @@ def _memory_problems(config: ml_collections.ConfigDict) -> list[str]:
           f"than this machine's {memory / 2**30:.1f} GiB of memory; lower data.image_size or the batch size"]
 
 
-def problems(config: ml_collections.ConfigDict) -> list[str]:
-  """Every problem of `config`, one phrase each (`key=value must ...`); empty when it is valid."""
+def problems(config: ml_collections.ConfigDict, weights_needed: bool = True) -> list[str]:
+  """Every problem of `config`, one phrase each (`key=value must ...`); empty when it is valid. A run folder
+  that holds a checkpoint needs no `model.init_from` file (`weights_needed=False`)."""
   found = [f"{key}={value!r} {expect}"
            for key, value, (ok, expect) in (*_data_rules(config.data), *_train_rules(config.train, config.data.target),
                                             *_eval_rules(config.eval))
            if not ok]
   found += [f"checkpoint.{key}={config.checkpoint[key]!r} must be at least {low}"
             for key, low in (("every_steps", 0), ("keep", 1)) if config.checkpoint[key] < low]
-  found += models.config_problems(config.model, config.data.image_size)
+  found += models.config_problems(config.model, config.data.image_size, weights_needed)
   found += _memory_problems(config)
   if config.logging.tensorboard and not tensorboard.available():
     found.append(f"logging.tensorboard=True needs the {tensorboard.PACKAGE} package: pip install "
@@ -161,7 +162,7 @@ def _missing_keys(config: ml_collections.ConfigDict) -> list[str]:
   return sorted(every - set(_flatten(config.to_dict())))
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict, weights_needed: bool = True) -> None:
   """Raises one UserError naming every problem of `config` (see `problems`); returns when it is valid.
 
   A config file must give every key: one written before a key existed, or that deletes one, is refused with
@@ -174,7 +175,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError(f"the config lacks {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} "
                     f"({len(missing)} key{'s' if len(missing) > 1 else ''}); build it on default.get_config() and "
                     f"override what differs, as the configs in {EVERY_KEY.rsplit('/', 1)[0]}/ do")
-  found = problems(config)
+  found = problems(config, weights_needed)
   if found:
     raise UserError(f"invalid config: {'; '.join(found)}; fix {'it' if len(found) == 1 else 'them'} in the "
                     f"config file or its --config.KEY=VALUE overrides (every key: {EVERY_KEY})")
@@ -195,9 +196,10 @@ def check_device_count(config: ml_collections.ConfigDict, count: int) -> None:
 
 # Keys that change how fast a run goes, how often it saves or how it reports, never what it computes: a run
 # may resume across them. model.lowering computes the same gradients another way, and train.num_devices the
-# same global batch over more devices (to float rounding).
+# same global batch over more devices (to float rounding). model.init_from is read at step 0 only: after it,
+# the checkpoint holds those weights, so the file may move or go.
 RESUMABLE_ACROSS = ("data.workers", "data.num_threads", "data.worker_processes", "data.prefetch", "data.cache_dir",
-                    "model.lowering", "train.log_step_times", "train.eval_batch_size", "train.num_devices", "eval.",
+                    "model.init_from", "model.lowering", "train.log_step_times", "train.eval_batch_size", "train.num_devices", "eval.",
                     "checkpoint.", "logging.")
 
 

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from jaxcxr import config as config_lib
-from jaxcxr import devices, evaluate, inference, train, workdir
+from jaxcxr import checkpoints, devices, evaluate, inference, train, workdir
 from jaxcxr.data import datasets
 from jaxcxr.fsutil import ensure_writable_dir, exclusive
 from jaxcxr.report import console, run_report
@@ -33,7 +33,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, folder: str | pathlib.
                        device: jax.Device | Sequence[jax.Device], data_dir: str | None = None) -> dict:
   """Trains (or resumes) on `device` (data parallel over several: `devices.data_parallel`), evaluates on the
   test split, writes report.html and summary.json in `folder`; returns the summary."""
-  config_lib.validate(config)
+  config_lib.validate(config, weights_needed=not checkpoints.saved_in(folder))
   used = [device] if isinstance(device, jax.Device) else list(device)
   config_lib.check_device_count(config, len(used))
   folder = ensure_writable_dir(pathlib.Path(folder), "--workdir")

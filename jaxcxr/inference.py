@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxcxr import config as config_lib
 from jaxcxr import devices, explain, optim, readout, workdir
+from jaxcxr import checkpoints as checkpoints_lib
 from jaxcxr.checkpoints import Checkpointer
 from jaxcxr.data import datasets
 from jaxcxr.errors import UserError
@@ -109,7 +110,7 @@ def from_checkpoint(folder: str | pathlib.Path, platform: str = devices.CPU,
     raise UserError(f"--workdir {folder} holds no trained run (no config.json or summary.json); pass the folder "
                     "a training run wrote")
   config = ml_collections.ConfigDict(raw)
-  if not (folder / "checkpoints").is_dir():
+  if not (folder / checkpoints_lib.FOLDER).is_dir():
     raise UserError(f"--workdir {folder} has no checkpoint yet; train it first (python run.py --workdir={folder})")
   if lowering is not None:
     config.model.lowering = lowering
@@ -119,7 +120,7 @@ def from_checkpoint(folder: str | pathlib.Path, platform: str = devices.CPU,
   # The optimizer only gives the checkpoint's shape; its step count does not change that shape.
   _, abstract = state_template(model, optim.create_optimizer(config.train, 1), config.data.image_size,
                                config.train.seed, sharding)
-  checkpoints = Checkpointer(folder / "checkpoints", config.checkpoint.keep, None, read_only=True)
+  checkpoints = Checkpointer(folder / checkpoints_lib.FOLDER, config.checkpoint.keep, None, read_only=True)
   try:
     restored = checkpoints.restore(abstract)
   finally:

@@ -92,7 +92,7 @@ def _check_mode_flags(argv: list[str]) -> None:
 def main(argv):
   _check_mode_flags(argv)
   # After flags: keeps --help fast.
-  from jaxcxr import experiment, export, predict  # pylint: disable=g-import-not-at-top
+  from jaxcxr import checkpoints, experiment, export, predict  # pylint: disable=g-import-not-at-top
   from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top
   from jaxcxr.fsutil import ensure_writable_dir, exclusive  # pylint: disable=g-import-not-at-top
   _setup_logging()
@@ -106,7 +106,8 @@ def main(argv):
     if _MODE.value == "export":
       export.run(workdir, export.parse_platforms(_PLATFORMS.value))
       return
-    config = cli.load_config(_CONFIG)  # validated before the device starts or any file is touched
+    # Validated before the device starts or any file is touched; a run resuming needs no init_from file.
+    config = cli.load_config(_CONFIG, weights_needed=not checkpoints.saved_in(workdir))
     if _MODE.value == "describe":
       folder = ensure_writable_dir(workdir, "--workdir")
       with exclusive(folder, "--workdir"):

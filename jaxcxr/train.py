@@ -19,6 +19,7 @@ import ml_collections
 
 from jaxcxr import augment, devices, evaluate, input_pipeline, optim, tensorboard, workdir
 from jaxcxr import config as config_lib
+from jaxcxr import checkpoints
 from jaxcxr.checkpoints import Checkpointer
 from jaxcxr.data import datasets
 from jaxcxr.data.cache import CachedSplit
@@ -251,7 +252,7 @@ def train(config: ml_collections.ConfigDict, folder: pathlib.Path, used: list[ja
   run = Run(config, folder, splits, source, sharding, batch_sharding, put, train_fn,
             evaluate.SplitScorer(eval_fn, put, config_lib.eval_batch_size(config.train)), spe, total)
   init, abstract = state_template(model, tx, config.data.image_size, config.train.seed, sharding)
-  ckpt = Checkpointer(folder / "checkpoints", config.checkpoint.keep, config_lib.run_signature(config, data_dir))
+  ckpt = Checkpointer(folder / checkpoints.FOLDER, config.checkpoint.keep, config_lib.run_signature(config, data_dir))
   compile_s = None
   try:
     restored = ckpt.restore(abstract)
@@ -259,6 +260,9 @@ def train(config: ml_collections.ConfigDict, folder: pathlib.Path, used: list[ja
     if devices.is_primary():
       workdir.write_config(folder, config.to_dict())
     state, data_state, history = restored if restored else (_initial_state(config, init, sharding), None, [])
+    weights_file = config.model.get("init_from")
+    if restored and weights_file and not pathlib.Path(weights_file).expanduser().is_file():
+      log.info("model.init_from=%s is gone: the checkpoint holds the weights it started from", weights_file)
     if int(state.step) < total:
       step_fn, compile_s = _compile(run, state)
       scalars = tensorboard.Scalars(folder / "tensorboard", int(state.step)) \

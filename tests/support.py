@@ -102,12 +102,19 @@ KERMANY = {
 }
 
 
+def plain_film(shape, value):
+  """A film of one grey value but for its corner pixel: a film of a single value is refused as blank."""
+  film = np.full(shape, value, np.uint8)
+  film[0, 0] = 255 - value
+  return film
+
+
 def write_kermany(root, tree=KERMANY):
   for split, classes in tree.items():
     for cls, names in classes.items():
       (root / split / cls).mkdir(parents=True, exist_ok=True)
       for i, name in enumerate(names):
-        Image.fromarray(np.full((30, 40), 20 * i, np.uint8)).save(root / split / cls / name)
+        Image.fromarray(plain_film((30, 40), 20 * i)).save(root / split / cls / name)
   return root
 
 
@@ -146,7 +153,7 @@ def write_release(root, original=True, kaggle=False, lists=True, trailing_newlin
   for i, (name, *_rest) in enumerate(ROWS):
     folder = root / (f"images_{1 + i % 2:03d}/images" if kaggle else "images")
     folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(folder / name)
+    Image.fromarray(plain_film((8, 8), 10 * i)).save(folder / name)
   if lists:
     end = "\n" if trailing_newline else ""
     (root / "test_list.txt").write_text("00000006_000.png\n00000007_000.png" + end)

@@ -111,6 +111,7 @@ def test_a_missing_weights_file_is_refused_before_any_work(tmp_path):
   config.model.init_from = str(tmp_path / "nothere.safetensors")
   with pytest.raises(UserError, match="model.init_from=.*nothere.safetensors' is not a file"):
     config_lib.validate(config)
+  config_lib.validate(config, weights_needed=False)  # a run folder with a checkpoint never reads the file
 
 
 def test_combinations_that_cannot_work_are_refused():

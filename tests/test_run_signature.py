@@ -30,6 +30,13 @@ def test_what_changes_the_computation_changes_the_signature(key, value):
   assert _signature(**{key.replace(".", "__"): value})[key] != _signature()[key]
 
 
+def test_a_moved_weights_file_leaves_the_signature_as_it_is():
+  config = tiny.get_config("resnet18")
+  signatures = [config_lib.run_signature(override(config, "model.init_from", path), None)
+                for path in ("/data/resnet18.safetensors", "/elsewhere/resnet18.safetensors", "")]
+  assert signatures[0] == signatures[1] == signatures[2] and "model.init_from" not in signatures[0]
+
+
 def test_epochs_count_only_where_the_schedule_spans_the_run():
   assert "train.epochs" not in _signature()  # the tiny config's constant rate: more epochs continue a run
   cosine = _signature(train__schedule="warmup_cosine")

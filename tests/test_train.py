@@ -1,6 +1,8 @@
 """End-to-end runs of the training loop on the tiny synthetic config (seconds each)."""
 
+import copy
 import json
+import logging
 import shutil
 
 import jax
@@ -240,6 +242,21 @@ def test_batchnorm_model_resumes_bitwise_after_a_crash(backbone_run, tmp_path, m
   resumed = crash_then_resume(config, tmp_path, monkeypatch)
   assert learning(resumed["epochs"]) == learning(ref["epochs"]) and resumed["test"] == ref["test"]
   assert_same_state(final_state(tmp_path)[1], final_state(ref_dir)[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone_run", ["resnet18"], indirect=True)
+def test_a_run_whose_weights_file_is_gone_reruns_and_extends_from_its_checkpoint(backbone_run, tmp_path, caplog):
+  config, ref_dir, ref = backbone_run
+  shutil.copytree(ref_dir, tmp_path / "run")
+  gone = tmp_path / "moved-away" / "resnet18.safetensors"  # what the run started from, moved since
+  config = override(override(copy.deepcopy(config), "model.init_from", str(gone)), "train.epochs", 3)
+  caplog.set_level(logging.INFO, logger="jaxcxr")
+  with pytest.raises(UserError, match=r"model.init_from=.*resnet18.safetensors' is not a file"):
+    train_run(config, tmp_path / "fresh")  # a run with no checkpoint needs the file
+  extended = train_run(config, tmp_path / "run")
+  assert learning(extended["epochs"][:2]) == learning(ref["epochs"]) and len(extended["epochs"]) == 3
+  assert "model.init_from=" + str(gone) + " is gone" in caplog.text
 
 
 def test_test_metrics_come_with_patient_bootstrap_intervals(straight, capsys):

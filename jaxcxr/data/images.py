@@ -35,10 +35,13 @@ class BadImageError(Exception):
   """One file that cannot be used as a film; the message names the file and why."""
 
 
-def _to_grayscale(img: Image.Image) -> Image.Image:
+def _to_grayscale(path: str | os.PathLike, img: Image.Image) -> Image.Image:
   """An 8-bit 'L' image; 16-bit and float images are stretched over their own range."""
   if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-    return Image.fromarray(dicom.stretch_to_uint8(np.asarray(img)))
+    values = np.asarray(img)
+    if not np.isfinite(values).all():
+      raise BadImageError(f"{path}: some pixels are NaN or infinite (a float image with missing values)")
+    return Image.fromarray(dicom.stretch_to_uint8(values))
   # RGBA/LA: convert("L") computes ITU-R 601 luma from the colour channels and drops alpha.
   return img if img.mode == "L" else img.convert("L")
 
@@ -86,6 +89,7 @@ def load_film_with_metadata(path: str | os.PathLike, size: int, aspect: str = "p
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
           Image.DecompressionBombWarning) as e:
     raise BadImageError(f"{path}: cannot decode ({e})") from e
+  check_not_blank(path, gray)
   return _fit(gray, size, aspect), metadata
 
 
@@ -98,7 +102,7 @@ def _decode(path: str | os.PathLike, size: int) -> Image.Image:
       if img.format == "JPEG":
         img.draft("L", (size, size))
       img.load()
-      return _to_grayscale(img)
+      return _to_grayscale(path, img)
 
 
 def check_size(path: str | os.PathLike, width: int, height: int) -> None:
@@ -110,6 +114,14 @@ def check_size(path: str | os.PathLike, width: int, height: int) -> None:
   if short < MIN_SIDE or long > MAX_ASPECT * short:
     raise BadImageError(f"{path}: {width}x{height} pixels is not a chest film (each side at least "
                         f"{MIN_SIDE} px, the longer at most {MAX_ASPECT:g}x the shorter)")
+
+
+def check_not_blank(path: str | os.PathLike, gray: Image.Image) -> None:
+  """A film whose pixels all have one value (a blank export, a flat 16-bit file) carries nothing to score; it
+  would otherwise become a black square that still gets a probability and a label."""
+  low, high = gray.getextrema()
+  if low == high:
+    raise BadImageError(f"{path}: every pixel has the value {low} (a blank or flat image, not a film)")
 
 
 def _fit(img: Image.Image, size: int, aspect: str) -> np.ndarray:
@@ -134,4 +146,5 @@ def fit_array(film: np.ndarray, size: int, aspect: str = "pad") -> np.ndarray:
     raise BadImageError(f"a film given as an array must be 2-D uint8 greyscale; got {film.dtype} {film.shape} "
                         "(pass paths to have PNG, JPEG or DICOM files decoded)")
   check_size("a film given as an array", film.shape[1], film.shape[0])
+  check_not_blank("a film given as an array", Image.fromarray(film))
   return film if film.shape == (size, size) else fit(film, size, aspect)

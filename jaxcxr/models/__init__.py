@@ -76,10 +76,10 @@ def _own_fields(cfg: ml_collections.ConfigDict) -> dict:
 __all__ = ["DTYPES", "MODELS", "PaperCNN", "config_problems", "create_model", "max_pool_2x2", "prepare_input"]
 
 
-def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str]:
+def config_problems(cfg: ml_collections.ConfigDict, image_size: int, weights_needed: bool = True) -> list[str]:
   """What stops `cfg` from building a network for films of `image_size` px, one phrase each (see
   `jaxcxr.config`): an unknown name or dtype, another network's keys or a missing one, impossible sizes, a
-  missing weights file."""
+  missing weights file (unless not `weights_needed`: a run resuming from its checkpoint never reads it)."""
   if cfg.name not in MODELS:
     return [f"model.name={cfg.name!r} must be one of {', '.join(MODELS)}"]
   network = MODELS[cfg.name]
@@ -105,10 +105,10 @@ def config_problems(cfg: ml_collections.ConfigDict, image_size: int) -> list[str
   if "lowering" in fields and fields["lowering"] not in (*conv.LOWERINGS, conv.AUTO):
     found.append(f"model.lowering={fields['lowering']!r} must be one of {', '.join((*conv.LOWERINGS, conv.AUTO))}")
   weights_file = pathlib.Path(fields["init_from"]).expanduser() if fields.get("init_from") else None
-  if weights_file and not weights_file.is_file():
+  if weights_file and not weights_file.is_file() and weights_needed:
     found.append(f"model.init_from={fields['init_from']!r} is not a file (write one with torchvision: "
                  "docs/training.md, \"Networks and pretrained weights\")")
-  elif weights_file and (problem := weights.format_problem(weights_file)):
+  elif weights_file and weights_file.exists() and (problem := weights.format_problem(weights_file)):
     found.append(f"model.init_from={fields['init_from']!r} {problem}")
   smallest = network.min_image_size(fields) if sizes_ok else 1
   if image_size < smallest:

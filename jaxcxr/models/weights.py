@@ -84,7 +84,8 @@ def load_backbone(path: str | pathlib.Path, variables: dict, backbone: str = "ba
   available = {c: t for name, t in tensors.items() if (c := _canonical(name)) is not None}
   flat = {collection: traverse_util.flatten_dict(dict(variables.get(collection, {})))
           for collection in ("params", "batch_stats")}
-  missing, misshaped, used, out = [], [], set(), {c: dict(f) for c, f in flat.items()}
+  missing, misshaped, not_float, not_finite, used = [], [], [], [], set()
+  out = {c: dict(f) for c, f in flat.items()}
   for collection, leaves in flat.items():
     for key, value in leaves.items():
       if key[0] != backbone:
@@ -99,10 +100,18 @@ def load_backbone(path: str | pathlib.Path, variables: dict, backbone: str = "ba
       if array is None or array.shape != value.shape:
         misshaped.append(f"{name} {tuple(available[name].shape)} (needs {value.shape})")
         continue
+      # Integer tensors are not trained weights (a quantised or wrongly saved file); casting them would hide it.
+      if not np.issubdtype(array.dtype, np.floating):
+        not_float.append(f"{name} {array.dtype}")
+        continue
+      if not np.isfinite(array).all():
+        not_finite.append(name)
+        continue
       out[collection][key] = np.asarray(array, dtype=value.dtype)
   unexpected = sorted(set(available) - used)
   problems = [f"{label}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''} ({len(names)})"
-              for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+              for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped),
+                                   ("not floating point", not_float), ("NaN or infinite", not_finite))
               if names]
   if problems:
     raise UserError(f"model.init_from={path} does not fit this network ({'; '.join(problems)}); write the "

@@ -5,6 +5,7 @@ from PIL import Image
 
 from jaxcxr.data import cache
 from jaxcxr.errors import UserError
+from tests.support import plain_film
 
 
 def _examples(folder, n=6):
@@ -12,7 +13,7 @@ def _examples(folder, n=6):
   rows = []
   for i in range(n):
     path = folder / f"{i:08d}_000.png"
-    Image.fromarray(np.full((24, 24), 30 * i % 256, np.uint8)).save(path)
+    Image.fromarray(plain_film((24, 24), 30 * i % 256)).save(path)
     rows.append({"image_id": path.name, "path": str(path), "label": i % 2, "patient_id": str(i)})
   return pd.DataFrame(rows)
 
@@ -36,7 +37,7 @@ def test_build_then_reuse_without_decoding(tmp_path, monkeypatch):
 def test_changed_source_rebuilds(tmp_path):
   examples = _examples(tmp_path / "img")
   _build(examples, tmp_path / "cache")
-  Image.fromarray(np.full((30, 30), 255, np.uint8)).save(examples.path[0])  # edited film
+  Image.fromarray(plain_film((30, 30), 255)).save(examples.path[0])  # edited film
   assert _build(examples, tmp_path / "cache").images[0, 4, 4] == 255
 
 

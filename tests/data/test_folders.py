@@ -4,7 +4,7 @@ from PIL import Image
 
 from jaxcxr.data import folders
 from jaxcxr.errors import UserError
-from tests.support import KERMANY, write_kermany
+from tests.support import KERMANY, plain_film, write_kermany
 
 
 @pytest.mark.parametrize("name, patient", [
@@ -60,7 +60,7 @@ def test_films_below_a_class_folder_are_read_at_any_depth_and_hidden_files_left_
   batch = root / "train" / "PNEUMONIA" / "batch2"
   batch.mkdir()
   for name in ("person7_bacteria_1.jpeg", "person8_virus_2.jpeg"):
-    Image.fromarray(np.full((30, 40), 90, np.uint8)).save(batch / name)
+    Image.fromarray(plain_film((30, 40), 90)).save(batch / name)
   (root / "train" / "PNEUMONIA" / "._person1_bacteria_1.jpeg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
   (root / "train" / ".thumbnails").mkdir()
   Image.fromarray(np.zeros((30, 40), np.uint8)).save(root / "train" / ".thumbnails" / "x.jpeg")

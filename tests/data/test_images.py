@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 
 from jaxcxr.data import images
+from tests.support import plain_film, write_dicom
 
 
 def _gradient(h=40, w=40):
@@ -39,7 +40,7 @@ def test_jpeg_rgb_any_size(tmp_path):
 
 
 def test_pad_keeps_everything_crop_keeps_the_centre(tmp_path):
-  wide = np.full((20, 60), 200, np.uint8)
+  wide = plain_film((20, 60), 200)
   Image.fromarray(wide).save(tmp_path / "w.png")
   padded = images.load_film(tmp_path / "w.png", 30, "pad")
   cropped = images.load_film(tmp_path / "w.png", 30, "crop")
@@ -70,3 +71,27 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
   monkeypatch.setattr(images, "MAX_PIXELS", 5_000)
   with pytest.raises(images.BadImageError, match="decompression bomb"):
     images.load_film(tmp_path / "a.png", 16)
+
+
+def _float_tiff(path, values):
+  Image.fromarray(values.astype(np.float32), mode="F").save(path)
+
+
+@pytest.mark.parametrize("write, match", [
+    (lambda p: Image.fromarray(np.full((40, 40), 3000, np.uint16)).save(p.with_suffix(".png")), "every pixel has"),
+    (lambda p: Image.fromarray(np.full((40, 40), 7, np.uint8)).save(p.with_suffix(".png")), "value 7"),
+    (lambda p: _float_tiff(p.with_suffix(".tif"), np.where(np.eye(40) > 0, np.nan, 1.0)), "NaN or infinite"),
+    (lambda p: _float_tiff(p.with_suffix(".tif"), np.where(np.eye(40) > 0, np.inf, 1.0)), "NaN or infinite"),
+], ids=["flat-16-bit-png", "flat-8-bit-png", "nan-float-tiff", "inf-float-tiff"])
+def test_a_blank_or_non_finite_film_is_a_bad_image(tmp_path, write, match):
+  write(tmp_path / "film")
+  (path,) = tmp_path.iterdir()
+  with pytest.raises(images.BadImageError, match=rf"{path.name}: .*{match}"):
+    images.load_film(path, 16)
+
+
+def test_a_blank_array_or_dicom_is_a_bad_image(tmp_path):
+  with pytest.raises(images.BadImageError, match="every pixel has the value 0"):
+    images.fit_array(np.zeros((40, 40), np.uint8), 16)
+  with pytest.raises(images.BadImageError, match="flat.dcm: every pixel has the value 0"):
+    images.load_film(write_dicom(tmp_path / "flat.dcm", np.full((40, 40), 900, np.uint16), bits_stored=12), 16)

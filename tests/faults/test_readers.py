@@ -7,7 +7,7 @@ from PIL import Image
 from jaxcxr.configs import default, kermany
 from jaxcxr.data import datasets, describe, images, medmnist, nih
 from jaxcxr.errors import UserError
-from tests.support import ROWS, train_run, write_kermany, write_npz, write_release
+from tests.support import ROWS, plain_film, train_run, write_kermany, write_npz, write_release
 
 
 def _one_line(error) -> str:
@@ -110,7 +110,7 @@ def _nih_config(tiny_config, root):
 def _release_with_films(tmp_path, size=64):
   root = write_release(tmp_path / "nih", lists=False)
   for png in (root / "images").glob("*.png"):
-    Image.fromarray(np.full((size, size), 100, np.uint8)).save(png)
+    Image.fromarray(plain_film((size, size), 100)).save(png)
   return root
 
 

@@ -123,6 +123,18 @@ def test_a_tensor_of_another_rank_is_named_as_mis_shaped(tmp_path):
     weights.load_backbone(tmp_path / "r18.safetensors", variables)
 
 
+def test_integer_or_non_finite_weights_are_named_not_cast_or_trained_on(tmp_path):
+  model = _model("resnet18")
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False)
+  state = torchvision.models.resnet18(weights=None).state_dict()
+  state["conv1.weight"] = state["conv1.weight"].to(torch.int64)
+  state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+  save_file(state, str(tmp_path / "r18.safetensors"))
+  with pytest.raises(UserError, match=r"r18.safetensors does not fit this network \(not floating point: "
+                                      r"conv1.weight int64 \(1\); NaN or infinite: layer1.0.conv1.weight \(1\)\)"):
+    weights.load_backbone(tmp_path / "r18.safetensors", variables)
+
+
 def test_a_weights_file_that_is_not_safetensors_is_refused_when_the_config_is_checked(tmp_path):
   from jaxcxr import config as config_lib  # pylint: disable=g-import-not-at-top
   (tmp_path / "notes.safetensors").write_text("not weights")
