@@ -20,8 +20,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcxr import config as config_lib
 from jaxcxr import checkpoints, devices, evaluate, inference, train, workdir
+from jaxcxr import config as config_lib
 from jaxcxr.data import datasets
 from jaxcxr.fsutil import ensure_writable_dir, exclusive
 from jaxcxr.report import console, run_report

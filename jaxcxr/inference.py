@@ -19,9 +19,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxcxr import checkpoints as checkpoints_lib
 from jaxcxr import config as config_lib
 from jaxcxr import devices, explain, optim, readout, workdir
-from jaxcxr import checkpoints as checkpoints_lib
 from jaxcxr.checkpoints import Checkpointer
 from jaxcxr.data import datasets
 from jaxcxr.errors import UserError
