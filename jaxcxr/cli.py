@@ -9,6 +9,7 @@ fix, and the `error: ...` exit for a `UserError` raised anywhere in the command.
     cli.run(main)
 """
 
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -106,11 +107,26 @@ def load_config(holder: flags.FlagHolder, weights_needed: bool = True) -> ml_col
   return config
 
 
+INTERRUPTED_EXIT = 128 + 2  # the shell's code for a command ended by SIGINT
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-  """`app.run(main)` with this module's flag parser; a UserError from `main` exits 1 with `error: <its line>`."""
+  """`app.run(main)` with this module's flag parser; a UserError from `main` exits 1 with `error: <its line>`,
+  and Ctrl-C (SIGINT) exits 130 with one line, once every `finally` on the way out has run."""
   def guarded(argv: list[str]) -> None:
     try:
       main(argv)
     except UserError as e:
       sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+      print("error: interrupted (Ctrl-C); what was finished is kept, and the same command goes on from the last "
+            "checkpoint or finished file", file=sys.stderr, flush=True)
+    else:
+      return
+    # Past the except block, the traceback and the frames it held are gone: what the interrupted work left (a
+    # decoding pool's semaphores) can be finalized. Then not sys.exit: interpreter shutdown while XLA's and the
+    # input pipeline's threads still run can crash.
+    sys.stdout.flush()
+    gc.collect()
+    os._exit(INTERRUPTED_EXIT)  # pylint: disable=protected-access
   app.run(guarded, flags_parser=parse_flags)

@@ -18,9 +18,12 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 import pathlib
 import shutil
+import signal
+import threading
 
 import numpy as np
 import pandas as pd
@@ -146,6 +149,19 @@ def _decode_chunk(args):
   return out, errors
 
 
+def _decoding_pool(workers: int) -> multiprocessing.pool.Pool:
+  """`workers` processes that ignore SIGINT from their first instruction on: Ctrl-C reaches the whole process
+  group, and the parent alone reports it, once, and terminates the pool, rather than each process printing its
+  own traceback. They are started while the parent ignores it too, a disposition a spawned process inherits."""
+  if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+    return multiprocessing.get_context("spawn").Pool(workers)
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    return multiprocessing.get_context("spawn").Pool(workers)
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
 def _decode_all(names: list, paths: list, size: int, aspect: str, out, desc: str,
                 workers: int) -> list[tuple[int, str]]:
   """Decodes every path in order, in parallel over `workers` processes, appending the good films
@@ -155,7 +171,7 @@ def _decode_all(names: list, paths: list, size: int, aspect: str, out, desc: str
   with Progress(len(paths), desc, unit="img") as bar:
     if workers > 1 and len(paths) >= MIN_IMAGES_FOR_POOL:
       # spawn, not fork: the parent may already run JAX's threads, which fork would copy unsafely.
-      pool = multiprocessing.get_context("spawn").Pool(workers)
+      pool = _decoding_pool(workers)
       results = pool.imap(_decode_chunk, chunks)
     else:
       pool, results = None, map(_decode_chunk, chunks)
@@ -168,6 +184,7 @@ def _decode_all(names: list, paths: list, size: int, aspect: str, out, desc: str
     finally:
       if pool is not None:
         pool.terminate()
+        pool.join()
   return errors
 
 

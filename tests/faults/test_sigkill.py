@@ -1,7 +1,9 @@
-"""`kill -9` at fixed points of a run, then the same command again: the result is the uninterrupted run's.
+"""`kill -9` or Ctrl-C at fixed points of a run, then the same command again: the result is the uninterrupted
+run's.
 
-Each point is reached deterministically: the run is started in a child process that wraps one function so
-that the process SIGKILLs itself on a given call. Afterwards nothing half-written may be visible under a final
+Each point is reached deterministically: the run is started in a child process (a session of its own) that
+wraps one function so that the process SIGKILLs itself, or sends its process group SIGINT as a terminal's
+Ctrl-C does, on a given call. Afterwards nothing half-written may be visible under a final
 name and no temporary may be left behind.
 """
 
@@ -23,7 +25,8 @@ pytestmark = pytest.mark.slow  # kill -9 of whole commands, each rerun
 
 KILL_AT = textwrap.dedent("""
     import functools, importlib, os, signal, sys
-    where, calls_before, match = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where this test runs with SIGINT ignored
+    how, where, calls_before, match = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     module_name, path = where.split(":")
     owner = importlib.import_module(module_name)
     *parents, name = path.split(".")
@@ -36,11 +39,13 @@ KILL_AT = textwrap.dedent("""
       if any(match in str(a) for a in args):
         count[0] += 1
         if count[0] > calls_before:
-          os.kill(os.getpid(), signal.SIGKILL)
+          if how == "SIGKILL":
+            os.kill(os.getpid(), signal.SIGKILL)
+          os.killpg(os.getpgid(0), signal.SIGINT)
       return original(*args, **kwargs)
 
     setattr(owner, name, dying)
-    sys.argv = ["run.py", *sys.argv[4:]]
+    sys.argv = ["run.py", *sys.argv[5:]]
     from jaxcxr import main
     main.run()
 """)
@@ -71,7 +76,7 @@ def _args(workdir):
 def _command(*args, kill_at=None):
   prefix = [sys.executable, "-c", KILL_AT, *kill_at] if kill_at else [sys.executable, str(ROOT / "run.py")]
   return subprocess.run([*prefix, *args], cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                        capture_output=True, text=True, timeout=600)
+                        capture_output=True, text=True, timeout=600, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +92,12 @@ def _leftovers(workdir):
                 if p.name.endswith(".tmp") or "-building-" in p.name or "orbax-checkpoint-tmp" in p.name)
 
 
-@pytest.mark.parametrize("point", list(POINTS))
-def test_a_run_killed_here_ends_as_the_uninterrupted_run(reference, tmp_path, point):
-  _, reference = reference
+def _interrupt(workdir, how, point):
   where, calls_before, match = POINTS[point]
-  killed = _command(*_args(tmp_path), kill_at=(where, str(calls_before), match))
-  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-  assert not (tmp_path / "summary.json").exists()  # killed before it: a final name holds a whole file or nothing
+  return _command(*_args(workdir), kill_at=(how, where, str(calls_before), match))
+
+
+def _rerun_ends_as(reference, tmp_path):
   rerun = _command(*_args(tmp_path))
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
@@ -101,6 +105,23 @@ def test_a_run_killed_here_ends_as_the_uninterrupted_run(reference, tmp_path, po
   assert summary["test"] == reference["test"]
   assert (tmp_path / "report.html").is_file()
   assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_a_run_killed_here_ends_as_the_uninterrupted_run(reference, tmp_path, point):
+  killed = _interrupt(tmp_path, "SIGKILL", point)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  assert not (tmp_path / "summary.json").exists()  # killed before it: a final name holds a whole file or nothing
+  _rerun_ends_as(reference[1], tmp_path)
+
+
+@pytest.mark.parametrize("point", ["cache build, mid-split", "mid-epoch, before the step-8 save"])
+def test_ctrl_c_here_is_one_line_and_the_rerun_ends_as_the_uninterrupted_run(reference, tmp_path, point):
+  interrupted = _interrupt(tmp_path, "SIGINT", point)
+  assert interrupted.returncode == 130, interrupted.stderr[-2000:]
+  assert "Traceback" not in interrupted.stderr and interrupted.stderr.strip().splitlines()[-1].startswith(
+      "error: interrupted (Ctrl-C); what was finished is kept"), interrupted.stderr[-2000:]
+  _rerun_ends_as(reference[1], tmp_path)
 
 
 @pytest.mark.parametrize("point", list(PREDICT_POINTS))
@@ -115,7 +136,7 @@ def test_a_predict_killed_here_ends_as_the_uninterrupted_one(reference, point):
 
   assert predict(f"{name}-whole").returncode == 0
   where, calls_before, match = PREDICT_POINTS[point]
-  killed = predict(name, kill_at=(where, str(calls_before), match))
+  killed = predict(name, kill_at=("SIGKILL", where, str(calls_before), match))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
   assert not (workdir / "predictions" / f"{name}.csv").exists()
   rerun = predict(name)
