@@ -17,9 +17,8 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from jaxcxr import augment, devices, evaluate, input_pipeline, optim, tensorboard, workdir
+from jaxcxr import augment, checkpoints, devices, evaluate, input_pipeline, optim, tensorboard, workdir
 from jaxcxr import config as config_lib
-from jaxcxr import checkpoints
 from jaxcxr.checkpoints import Checkpointer
 from jaxcxr.data import datasets
 from jaxcxr.data.cache import CachedSplit
