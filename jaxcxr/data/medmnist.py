@@ -52,7 +52,15 @@ def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if missing:
       raise UserError(f"{path} lacks {', '.join(missing)}; expected a MedMNIST file with "
                       "train/val/test _images and _labels")
-    images, labels = contents[keys[0]], contents[keys[1]].reshape(-1)
+    images, labels = contents[keys[0]], contents[keys[1]]
+    if labels.ndim == 2 and labels.shape[1] > 1:
+      raise UserError(f"{path}: {keys[1]} has {labels.shape[1]} labels per film, a multi-label MedMNIST file (as "
+                      "ChestMNIST's 14 findings); jaxcxr reads binary MedMNIST files such as PneumoniaMNIST. For "
+                      "the 14 findings, train on the NIH release with data.target=all")
+    labels = labels.reshape(-1)
+    if not len(images):
+      raise UserError(f"{path}: {keys[0]} holds no films; a MedMNIST file has films in each of its train, val and "
+                      "test splits")
     if images.dtype != np.uint8:  # before any conversion, which would destroy float or 16-bit pixels
       raise UserError(f"{path}: {keys[0]} holds {images.dtype} pixels; MedMNIST films are uint8 (0-255), so this "
                       "file was written by another tool: convert it to uint8 first")

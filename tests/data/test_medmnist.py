@@ -48,3 +48,24 @@ def test_not_an_npz(tmp_path):
                                       r"neither a zip nor a .npy array\)") as e:
     medmnist.read_npz(tmp_path / "a.npz")
   assert "pickle" not in str(e.value)
+
+
+def _rewritten(path, **arrays):
+  data = dict(np.load(path))
+  data.update(arrays)
+  np.savez(path, **data)
+  return path
+
+
+def test_a_multi_label_file_is_named_as_such(tmp_path):
+  path = _rewritten(write_npz(tmp_path / "chestmnist.npz"), train_labels=np.zeros((12, 14), np.uint8))
+  with pytest.raises(UserError, match=r"train_labels has 14 labels per film, a multi-label MedMNIST file .*"
+                                      r"data.target=all"):
+    medmnist.read_npz(path)
+
+
+def test_an_empty_split_is_named_as_the_files_not_the_configs(tmp_path):
+  path = _rewritten(write_npz(tmp_path / "a.npz"), val_images=np.zeros((0, 28, 28), np.uint8),
+                    val_labels=np.zeros((0, 1), np.uint8))
+  with pytest.raises(UserError, match=r"a.npz: val_images holds no films; a MedMNIST file has films in each"):
+    medmnist.read_npz(path)
