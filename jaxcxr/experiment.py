@@ -48,14 +48,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, folder: str | pathlib.
       previous = workdir.previous_summary(folder)
       # A finished run reruns as a no-op, unless the test report is asked for with other eval.* settings.
       if previous is not None and previous.get("step") == int(trained.state.step) and \
-          previous["config"].get("eval") == config.eval.to_dict():
-        log.info("Run already complete at step %d; nothing to do.", int(trained.state.step))
-        if devices.is_primary():
-          print(console.summary_text(previous))
-        return previous
+          _eval_settings(previous) == config.eval.to_dict():
+        try:
+          text = console.summary_text(previous)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+          log.warning("%s is damaged (%s: %s): the test split is reported again to rewrite it",
+                      folder / workdir.SUMMARY, type(e).__name__, e)
+        else:
+          log.info("Run already complete at step %d; nothing to do.", int(trained.state.step))
+          if devices.is_primary():
+            print(text)
+          return previous
       log.info("Run complete at step %d; reporting the test split again with this run's eval settings",
                int(trained.state.step))
     return _evaluate_and_report(trained, used, data_dir)
+
+
+def _eval_settings(summary: dict) -> dict | None:
+  """The eval.* settings a finished run's summary was reported with; None where it records none."""
+  config = summary.get("config")
+  return config.get("eval") if isinstance(config, dict) else None
 
 
 def _peak_device_memory_mb(used: list[jax.Device]) -> float | None:

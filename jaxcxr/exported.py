@@ -111,6 +111,10 @@ def load(folder: str | pathlib.Path) -> ExportedNetwork:
   if platform not in exported.platforms:
     raise UserError(f"{folder} was exported for {', '.join(exported.platforms)}, not this machine's {platform}; "
                     f"export it again with --platforms={','.join((*exported.platforms, platform))}")
-  prepared = manifest["input"]
-  return ExportedNetwork(exported, Readout.from_dict(manifest["readout"]), int(manifest["checkpoint_step"]),
-                         int(prepared["image_size"]), str(prepared["aspect"]), tuple(prepared["views"]), manifest)
+  try:
+    prepared = manifest["input"]
+    return ExportedNetwork(exported, Readout.from_dict(manifest["readout"]), int(manifest["checkpoint_step"]),
+                           int(prepared["image_size"]), str(prepared["aspect"]), tuple(prepared["views"]), manifest)
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"{folder / MANIFEST} is damaged ({type(e).__name__}: {e}); export the run again "
+                    "(python run.py --mode=export --workdir=RUN)") from e

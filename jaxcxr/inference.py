@@ -112,14 +112,18 @@ def from_checkpoint(folder: str | pathlib.Path, platform: str = devices.CPU,
   config = ml_collections.ConfigDict(raw)
   if not (folder / checkpoints_lib.FOLDER).is_dir():
     raise UserError(f"--workdir {folder} has no checkpoint yet; train it first (python run.py --workdir={folder})")
-  if lowering is not None:
-    config.model.lowering = lowering
   device = devices.select_devices(platform, 1)[0]
-  model, _ = create_model(config.model, device.platform, outputs=len(datasets.target_names(config.data)))
   sharding = jax.sharding.SingleDeviceSharding(device)
-  # The optimizer only gives the checkpoint's shape; its step count does not change that shape.
-  _, abstract = state_template(model, optim.create_optimizer(config.train, 1), config.data.image_size,
-                               config.train.seed, sharding)
+  try:
+    if lowering is not None:
+      config.model.lowering = lowering
+    model, _ = create_model(config.model, device.platform, outputs=len(datasets.target_names(config.data)))
+    # The optimizer only gives the checkpoint's shape; its step count does not change that shape.
+    _, abstract = state_template(model, optim.create_optimizer(config.train, 1), config.data.image_size,
+                                 config.train.seed, sharding)
+  except (KeyError, AttributeError, TypeError, ValueError) as e:  # a hand-edited or foreign config.json
+    raise UserError(f"{folder / workdir.CONFIG} does not rebuild the run's network ({type(e).__name__}: {e}); "
+                    f"{workdir.rerun_fix(folder)}") from e
   checkpoints = Checkpointer(folder / checkpoints_lib.FOLDER, config.checkpoint.keep, None, read_only=True)
   try:
     restored = checkpoints.restore(abstract)
@@ -127,5 +131,8 @@ def from_checkpoint(folder: str | pathlib.Path, platform: str = devices.CPU,
     checkpoints.close()
   if restored is None:
     raise UserError(f"--workdir {folder} has no checkpoint yet; train it first (python run.py --workdir={folder})")
-  return from_state(config, restored[0], workdir.read_summary(folder), functools.partial(jax.device_put,
-                                                                                          device=sharding))
+  try:
+    return from_state(config, restored[0], workdir.read_summary(folder),
+                      functools.partial(jax.device_put, device=sharding))
+  except readout.MalformedSummary as e:
+    raise UserError(f"{folder / workdir.SUMMARY} is damaged: {e}; {workdir.rerun_fix(folder)}") from e

@@ -13,6 +13,10 @@ from jaxcxr import calibration, metrics
 UNFINISHED_THRESHOLD = 0.5
 
 
+class MalformedSummary(ValueError):
+  """A run's summary whose test report lacks what a readout is read from (a hand-edited or foreign file)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Readout:
   targets: tuple[str, ...]
@@ -45,8 +49,23 @@ class Readout:
 
   @classmethod
   def from_dict(cls, fields: dict) -> "Readout":
-    return cls(tuple(fields["targets"]), tuple(map(float, fields["thresholds"])),
-               tuple(map(float, fields["temperatures"])), str(fields["note"]))
+    """The readout `to_dict` wrote; ValueError naming what is wrong where `fields` is not one."""
+    try:
+      targets = tuple(fields["targets"])
+      thresholds = tuple(map(float, fields["thresholds"]))
+      temperatures = tuple(map(float, fields["temperatures"]))
+      note = str(fields["note"])
+    except (KeyError, TypeError, ValueError) as e:
+      raise ValueError(f"its readout is not targets, thresholds, temperatures and a note ({type(e).__name__}: {e})"
+                       ) from e
+    if not targets or not all(isinstance(t, str) for t in targets):
+      raise ValueError(f"its readout's targets are {list(targets)}, not a list of finding names")
+    if not len(thresholds) == len(temperatures) == len(targets):
+      raise ValueError(f"its readout has {len(targets)} targets but {len(thresholds)} thresholds and "
+                       f"{len(temperatures)} temperatures")
+    if not all(np.isfinite(t) and t > 0 for t in temperatures) or not all(np.isfinite(thresholds)):
+      raise ValueError("its readout holds a threshold that is not finite or a temperature that is not positive")
+    return cls(targets, thresholds, temperatures, note)
 
 
 def from_summary(summary: dict | None, targets: tuple[str, ...], step: int) -> Readout:
@@ -57,14 +76,19 @@ def from_summary(summary: dict | None, targets: tuple[str, ...], step: int) -> R
     return Readout(targets, (UNFINISHED_THRESHOLD,) * len(targets), (1.0,) * len(targets),
                    f"uncalibrated, labels at {UNFINISHED_THRESHOLD}: {why}, so no temperature or operating point "
                    f"was chosen on validation for step {step}")
-  test = summary["test"]
-  chosen = [test["findings"][t] for t in targets] if "findings" in test else [test]
-  rules = sorted({c["threshold"]["rule"] for c in chosen})
-  # A summary written before calibration existed has none: its probabilities are the network's own.
-  temperatures = tuple(float(c.get("calibration", {}).get("temperature", 1.0)) for c in chosen)
-  methods = sorted({c.get("calibration", {}).get("method", calibration.NONE) for c in chosen})
+  try:
+    test = summary["test"]
+    chosen = [test["findings"][t] for t in targets] if "findings" in test else [test]
+    rules = sorted({c["threshold"]["rule"] for c in chosen})
+    thresholds = tuple(float(c["threshold"]["value"]) for c in chosen)
+    # A summary written before calibration existed has none: its probabilities are the network's own.
+    temperatures = tuple(float(c.get("calibration", {}).get("temperature", 1.0)) for c in chosen)
+    methods = sorted({c.get("calibration", {}).get("method", calibration.NONE) for c in chosen})
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise MalformedSummary(f"its test report has no operating point for {', '.join(targets)} "
+                           f"({type(e).__name__}: {e})") from e
   shown = f"temperature {temperatures[0]:.3f}" if len(temperatures) == 1 else \
       f"temperatures {min(temperatures):.3f}-{max(temperatures):.3f}"
-  return Readout(targets, tuple(c["threshold"]["value"] for c in chosen), temperatures,
+  return Readout(targets, thresholds, temperatures,
                  f"labels at the run's operating point (eval.threshold={', '.join(rules)}), probabilities "
                  f"calibrated by eval.calibration={', '.join(methods)} ({shown})")

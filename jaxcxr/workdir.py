@@ -43,7 +43,7 @@ def _read(path: pathlib.Path, fix: str) -> dict:
   return value
 
 
-def _rerun(workdir: pathlib.Path) -> str:
+def rerun_fix(workdir: pathlib.Path) -> str:
   return f"rerun training with the same command and --workdir={workdir} to rewrite it from the checkpoints"
 
 
@@ -51,7 +51,7 @@ def read_config(workdir: pathlib.Path) -> dict | None:
   """The run's config: config.json, else (a run from before it was written) the finished run's summary."""
   path = workdir / CONFIG
   if path.is_file():
-    return _read(path, _rerun(workdir))
+    return _read(path, rerun_fix(workdir))
   summary = read_summary(workdir)
   return summary["config"] if summary else None
 
@@ -59,7 +59,7 @@ def read_config(workdir: pathlib.Path) -> dict | None:
 def read_summary(workdir: pathlib.Path) -> dict | None:
   """The finished run's summary.json; None where there is none yet. UserError where it is damaged."""
   path = workdir / SUMMARY
-  return _read(path, _rerun(workdir)) if path.is_file() else None
+  return _read(path, rerun_fix(workdir)) if path.is_file() else None
 
 
 def previous_summary(workdir: pathlib.Path) -> dict | None:

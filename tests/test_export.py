@@ -129,6 +129,27 @@ def test_a_foreign_manifest_is_refused(default_export, tmp_path, changes, messag
   assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("readout", None, r"TypeError"),
+    ("temperatures", ["hot"], r"ValueError: could not convert string to float"),
+    ("thresholds", [], r"1 targets but 0 thresholds and 1 temperatures"),
+    ("temperatures", [0.0], r"a temperature that is not positive"),
+    ("input", {"image_size": 64}, r"KeyError: 'aspect'"),
+])
+def test_a_manifest_whose_readout_or_input_is_malformed_is_damaged(default_export, tmp_path, field, value,
+                                                                     message):
+  folder = _copy(default_export, tmp_path)
+  manifest = json.loads((folder / exported.MANIFEST).read_text())
+  if field in manifest:
+    manifest[field] = value
+  else:
+    manifest["readout"][field] = value
+  (folder / exported.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(UserError, match=rf"manifest.json is damaged \(.*{message}.*export the run again") as error:
+    predict.load(folder)
+  assert "\n" not in str(error.value)
+
+
 def test_a_folder_that_is_no_export_and_a_damaged_manifest_are_named(default_export, tmp_path):
   with pytest.raises(UserError, match=r"is not a jaxcxr export \(no manifest.json\)"):
     exported.load(tmp_path)

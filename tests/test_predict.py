@@ -219,6 +219,25 @@ def test_a_damaged_run_file_stops_predict_in_one_line_naming_it(default_run, tmp
   assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("name, edit, message", [
+    ("summary.json", lambda s: {**s, "test": "passed"}, r"summary.json is damaged: its test report has no operating "
+                                                        r"point for .*TypeError"),
+    ("summary.json", lambda s: {**s, "test": {}}, r"summary.json is damaged: its test report has no operating point"),
+    ("config.json", lambda c: {**c, "data": {**c["data"], "image_size": "big"}},
+     r"config.json does not rebuild the run's network \(TypeError"),
+    ("config.json", lambda c: {k: v for k, v in c.items() if k != "model"},
+     r"config.json does not rebuild the run's network \((AttributeError|KeyError)"),
+])
+def test_a_run_file_of_the_wrong_shape_stops_predict_in_one_line_naming_it(default_run, tmp_path, name, edit,
+                                                                           message):
+  run = tmp_path / "run"
+  shutil.copytree(default_run, run, ignore=shutil.ignore_patterns("cache", "predictions", ".lock"))
+  (run / name).write_text(json.dumps(edit(json.loads((run / name).read_text()))))
+  with pytest.raises(UserError, match=message + r".*; rerun training with the same command") as info:
+    predict.load(run)
+  assert "\n" not in str(info.value)
+
+
 def _chest(path, **tags):
   return write_dicom(path, _grey_film_pixels(), **{"Modality": "CR", "BodyPartExamined": "CHEST",
                                                    "ViewPosition": "PA", **tags})

@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import re
 import shutil
 
 import jax
@@ -288,13 +289,17 @@ def test_a_bad_threshold_rule_stops_before_any_work(tiny_config, tmp_path):
   assert not (tmp_path / "cache").exists()
 
 
-def test_a_damaged_summary_is_rewritten_by_rerunning(straight, tiny_config, tmp_path, caplog):
+@pytest.mark.parametrize("damage", [
+    lambda text: text[:len(text) // 2],  # as a disk that filled mid-write might leave it
+    lambda text: json.dumps({**json.loads(text), "test": "passed"}),  # hand-edited
+    lambda text: json.dumps({**json.loads(text), "test": {}}),
+])
+def test_a_damaged_summary_is_rewritten_by_rerunning(straight, tiny_config, tmp_path, caplog, damage):
   workdir = tmp_path / "copy"
   shutil.copytree(straight[0], workdir)
-  text = (workdir / "summary.json").read_text()
-  (workdir / "summary.json").write_text(text[:len(text) // 2])  # as a disk that filled mid-write might leave it
+  (workdir / "summary.json").write_text(damage((workdir / "summary.json").read_text()))
   again = train_run(tiny_config, workdir)
-  assert "summary.json is damaged: the test split is reported again" in caplog.text
+  assert re.search(r"summary.json is damaged.*: the test split is reported again", caplog.text)
   assert again["test"] == straight[1]["test"]
   assert json.loads((workdir / "summary.json").read_text()) == json.loads(json.dumps(again))  # rewritten whole
 
