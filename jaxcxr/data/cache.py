@@ -249,7 +249,7 @@ class _Building:
     """Publishes the build as `final`, unless another process sharing the cache published the same key first:
     its films are the same, and a folder another run may be reading is never replaced."""
     (self.tmp / "manifest.json").write_text(json.dumps(manifest))
-    publish(self.tmp, final, lambda folder: (folder / "manifest.json").is_file())
+    publish(self.tmp, final, _intact)
 
 
 def _manifest(settings: dict, split: str, rows: pd.DataFrame, skipped: int, size: int,
@@ -281,8 +281,10 @@ def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, s
               "sources": source_fingerprint(examples, targets)}
   final = _cache_folder(cache_dir, split, settings)
   if (final / "manifest.json").is_file():
-    log.info("Reusing preprocessed cache %s", final)
-    return open_split(final)
+    if _intact(final):
+      log.info("Reusing preprocessed cache %s", final)
+      return open_split(final)
+    log.warning("The cached split %s is damaged (its manifest.json does not read); building it again", final)
   _check_room(cache_dir, split, len(examples), size)
   with _Building(cache_dir, split) as build:
     with open(build.tmp / "images.u8", "wb") as out:
@@ -298,6 +300,16 @@ def build_or_load(examples: pd.DataFrame, split: str, cache_dir: pathlib.Path, s
     kept = examples.iloc[[i for i in range(len(examples)) if i not in bad]]
     build.commit(final, _manifest(settings, split, kept, len(bad), size, targets))
   return open_split(final)
+
+
+def _intact(folder: pathlib.Path) -> bool:
+  """Whether `folder` holds a cached split that opens: a manifest cut short by a crash or a full disk does not,
+  and is built again (then replaced, `fsutil.publish`)."""
+  try:
+    open_split(folder)
+  except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # JSONDecodeError is a ValueError
+    return False
+  return True
 
 
 def open_split(folder: pathlib.Path) -> CachedSplit:

@@ -75,6 +75,12 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
   table = table.rename(columns=REQUIRED_COLUMNS)
   if table["image_id"].isna().any() or table["labels"].isna().any():
     raise UserError(f"{csv_path} has rows without an Image Index or Finding Labels; the file is damaged")
+  no_patient = table["patient_id"].isna() | (table["patient_id"].str.strip() == "")
+  if no_patient.any():
+    # Splits keep each patient's films together: a film of no known patient could leak across them.
+    raise UserError(f"{csv_path} has {int(no_patient.sum())} row(s) without a Patient ID, e.g. image "
+                    f"{table.loc[no_patient, 'image_id'].iloc[0]}; splits keep each patient's films together, so "
+                    "give every row its patient (or drop the row)")
   if table["image_id"].duplicated().any():
     dup = table.loc[table["image_id"].duplicated(), "image_id"].iloc[0]
     raise UserError(f"{csv_path} lists image {dup} twice; the file is damaged")

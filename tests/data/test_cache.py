@@ -34,6 +34,17 @@ def test_build_then_reuse_without_decoding(tmp_path, monkeypatch):
   np.testing.assert_array_equal(again.images, split.images)
 
 
+def test_a_cut_short_manifest_is_built_again(tmp_path, caplog):
+  examples = _examples(tmp_path / "img")
+  first = _build(examples, tmp_path / "cache")
+  manifest = next((tmp_path / "cache").glob("train-*/manifest.json"))
+  manifest.write_text(manifest.read_text()[:40])  # as a disk that filled mid-write, in an older version, left it
+  again = _build(examples, tmp_path / "cache")
+  assert "is damaged (its manifest.json does not read); building it again" in caplog.text
+  np.testing.assert_array_equal(again.images, first.images)
+  assert cache.open_split(manifest.parent).labels.tolist() == first.labels.tolist()  # replaced on disk too
+
+
 def test_changed_source_rebuilds(tmp_path):
   examples = _examples(tmp_path / "img")
   _build(examples, tmp_path / "cache")

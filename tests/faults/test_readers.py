@@ -32,6 +32,18 @@ def test_a_csv_with_only_its_header_says_it_is_empty(tmp_path):
     nih.read_metadata(csv)
 
 
+@pytest.mark.parametrize("patient", ["", "  "])
+def test_a_row_without_a_patient_id_is_refused(tmp_path, patient):
+  csv = tmp_path / "Data_Entry_2017.csv"
+  csv.write_text("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n"
+                 "00000001_000.png,No Finding,0,1,58,M,PA\n"
+                 f"00000002_000.png,Pneumonia,0,{patient},81,F,AP\n")
+  with pytest.raises(UserError, match=r"has 1 row\(s\) without a Patient ID, e.g. image 00000002_000.png; splits "
+                                      r"keep each patient's films together") as error:
+    nih.read_metadata(csv)
+  _one_line(error)
+
+
 def test_labels_that_are_not_nih_findings_are_warned_about(tmp_path, caplog):
   root = write_release(tmp_path)
   csv = root / "Data_Entry_2017.csv"
