@@ -57,15 +57,35 @@ def _class_files(folder: pathlib.Path) -> list[tuple[str, str, str]]:
   return rows
 
 
+def _split_folders(root: pathlib.Path) -> dict[str, str]:
+  """Split name -> folder name for the split folders in `root`, matched in any case (`TEST/` is the test
+  split); two folders for one split are refused."""
+  found: dict[str, str] = {}
+  for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    split = folder.name.lower()
+    if split in SPLIT_FOLDERS:
+      if split in found:
+        raise UserError(f"{root} holds both {found[split]}/ and {folder.name}/ for the {split} split; merge them "
+                        "into one folder")
+      found[split] = folder.name
+  return {s: found[s] for s in SPLIT_FOLDERS if s in found}
+
+
 def read_tree(root: pathlib.Path, positive_class: str, val_fraction: float, test_fraction: float,
               seed: int, check_leaks: bool = True) -> pd.DataFrame:
   """Every image with label, patient, split and official_split (the folder it came from)."""
-  if (root / "chest_xray").is_dir() and not any((root / s).is_dir() for s in SPLIT_FOLDERS):
+  if (root / "chest_xray").is_dir() and not _split_folders(root):
     root = root / "chest_xray"  # the Kaggle archive unpacks with one extra level
-  split_dirs = [root / s for s in SPLIT_FOLDERS if (root / s).is_dir()]
+  split_dirs = _split_folders(root)
+  if split_dirs:
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                    and p.name.lower() not in SPLIT_FOLDERS)
+    if others:
+      log.warning("%s: folder(s) %s beside %s are not read; only %s are split folders", root, ", ".join(others),
+                  "/, ".join(split_dirs.values()) + "/", "/, ".join(SPLIT_FOLDERS) + "/")
   rows = []
-  for folder in split_dirs or [root]:
-    rows += [(folder.name if split_dirs else None, *r) for r in _class_files(folder)]
+  for split, folder in [(s, root / name) for s, name in split_dirs.items()] or [(None, root)]:
+    rows += [(split, *r) for r in _class_files(folder)]
   if not rows:
     raise UserError(f"no images in {root}: expected class folders (e.g. NORMAL/, PNEUMONIA/) of "
                     f"{'/'.join(IMAGE_SUFFIXES)} files, optionally inside train/ val/ test/")
@@ -81,7 +101,7 @@ def read_tree(root: pathlib.Path, positive_class: str, val_fraction: float, test
   table["label"] = (table["class"] == positive_class).astype(float)
   table["patient_id"] = table["path"].map(lambda p: patient_id(pathlib.Path(p).name))
   table["view"] = None
-  if split_dirs and "test" in {d.name for d in split_dirs}:
+  if "test" in split_dirs:
     table["split"] = "test"
     pool = table["official_split"] != "test"
     of = split_patients(table.loc[pool, "patient_id"], {"val": val_fraction, "train": 1 - val_fraction}, seed)

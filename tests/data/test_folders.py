@@ -71,3 +71,16 @@ def test_films_below_a_class_folder_are_read_at_any_depth_and_hidden_files_left_
                                      "train/PNEUMONIA/batch2/person8_virus_2.jpeg"]
   assert nested.label.tolist() == [1.0, 1.0] and sorted(nested.patient_id) == ["person7", "person8"]
   assert not table.image_id.str.contains("/\\.").any()
+
+
+def test_split_folders_match_in_any_case_and_others_beside_them_are_named(tmp_path, caplog):
+  root = write_kermany(tmp_path / "chest_xray")
+  (root / "test").rename(root / "TEST")
+  (root / "extra" / "NORMAL").mkdir(parents=True)
+  table = folders.read_tree(root, "PNEUMONIA", 0.4, 0.2, seed=0)
+  assert sorted(table[table.split == "test"].image_id.str.split("/").str[-1]) == \
+      sorted(sum(KERMANY["test"].values(), []))  # TEST/ is the published test split, not dropped
+  assert "folder(s) extra beside train/, val/, TEST/ are not read" in caplog.text
+  (root / "test").mkdir()
+  with pytest.raises(UserError, match=r"holds both TEST/ and test/ for the test split; merge them"):
+    folders.read_tree(root, "PNEUMONIA", 0.4, 0.2, seed=0)
