@@ -28,6 +28,8 @@ from PIL import Image
 
 from jaxcxr import cli, devices, input_pipeline
 from jaxcxr.data import cache, images, nih, splits, synthetic
+from jaxcxr.errors import UserError
+from jaxcxr.fsutil import ensure_writable_dir
 from jaxcxr.perf import runs
 
 _CONFIG = cli.config_flag("bench_data", "Config whose image size, batch size, augmentation and training run are "
@@ -112,10 +114,23 @@ def bench_loader(split: cache.CachedSplit, config, batches: int, augment: str, w
           "worker_processes": worker_processes, "images_per_s": batch_size * batches / seconds}
 
 
+def _train_sizes(values: list[str]) -> list[int]:
+  """--train_sizes as film counts, refused in one line unless each is a whole number of at least 1."""
+  if not values or not all(v.strip().isdigit() and int(v) >= 1 for v in values):
+    raise UserError(f"--train_sizes={','.join(values)}: each must be a whole number of films, e.g. "
+                    "--train_sizes=160,480")
+  return [int(v) for v in values]
+
+
 def bench_training(root: pathlib.Path, workdir: pathlib.Path) -> dict:
   """A real CPU training run of the config on this folder; its summary has data wait and peak RSS."""
   command = runs.training_command(devices.CPU, workdir, runs.config_args(), f"--data_dir={root}")
-  runs.run_child(command, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.DEVNULL)
+  done = runs.run_child(command, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  if done.returncode:
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    raise UserError(f"the training run on {root} failed (exit {done.returncode}: {last}); if it names too few "
+                    "films, raise --train_sizes")
   summary = json.loads((workdir / "summary.json").read_text())
   epoch = summary["epochs"][-1]
   return {"images": sum(summary["split_sizes"].values()), "train_steps": epoch["steps_timed"],
@@ -127,7 +142,15 @@ def main(argv):
   del argv
   config = cli.load_config(_CONFIG)
   size = config.data.image_size
-  scratch = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="jaxcxr-bench-"))
+  train_sizes = _train_sizes(_TRAIN_SIZES.value)
+  if _WORKDIR.value:
+    scratch = ensure_writable_dir(_WORKDIR.value, "--workdir")
+    if any(p for p in scratch.iterdir() if not p.name.startswith(".")):
+      # A cache left by an earlier run would be reused, timing no preprocessing at all.
+      raise UserError(f"--workdir {scratch} is not empty; pass a new or empty folder (an earlier run's cache "
+                      "would be reused and time nothing)")
+  else:
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="jaxcxr-bench-"))
   try:
     films = render_films(scratch / "films")
     result = {"machine": {"cpus": os.cpu_count()}, "image_size": size, "batch_size": config.train.batch_size,
@@ -137,8 +160,8 @@ def main(argv):
     result["loader"] = [bench_loader(split, config, _BATCHES.value, augment)
                         for augment in ("off", "nearest", "bilinear")]
     result["loader"].append(bench_loader(split, config, _BATCHES.value, "nearest", worker_processes=os.cpu_count()))
-    result["training"] = [bench_training(write_nih_folder(scratch / f"nih{n}", int(n), films), scratch / f"run{n}")
-                          for n in _TRAIN_SIZES.value]
+    result["training"] = [bench_training(write_nih_folder(scratch / f"nih{n}", n, films), scratch / f"run{n}")
+                          for n in train_sizes]
   finally:
     if not _WORKDIR.value:
       shutil.rmtree(scratch, ignore_errors=True)

@@ -36,7 +36,7 @@ from ml_collections import config_flags
 
 from jaxcxr import cli
 from jaxcxr.errors import UserError
-from jaxcxr.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from jaxcxr.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
 from jaxcxr.perf import runs
 from jaxcxr.perf.flops import config_step_flops
 from jaxcxr.report import figures, html
@@ -307,10 +307,13 @@ def write_report(out: pathlib.Path, report: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  out = pathlib.Path(_OUT.value)
+  repeated = sorted({p for p in _PLATFORMS.value if _PLATFORMS.value.count(p) > 1})
+  if repeated:
+    raise UserError(f"--platforms names {', '.join(repeated)} more than once; each platform runs once, so name it "
+                    "once")
   cli.load_config(_CONFIG)
+  out = ensure_writable_dir(_OUT.value, "--out")
   claim_workdirs(out, [p for p in _PLATFORMS.value if parse_platform(p)])
-  out.mkdir(parents=True, exist_ok=True)
   results = [run_platform(p, out) for p in _PLATFORMS.value]
   # This process only counts FLOPs: on the CPU, leaving any GPU to the runs.
   jax.config.update("jax_platforms", "cpu")

@@ -26,3 +26,21 @@ def test_json_from_a_small_run(tmp_path):
   (training,) = data["training"]
   assert training["images"] == 48 and training["train_steps"] > 0 and 0 <= training["data_wait_fraction"] < 1
   assert training["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--train_sizes=abc", "--train_sizes=abc: each must be a whole number of films, e.g. --train_sizes=160,480"),
+    ("--train_sizes=0", "--train_sizes=0: each must be a whole number of films"),
+    ("--workdir=notes.txt", "--workdir notes.txt is a file, not a directory; pass a directory"),
+    ("--workdir=used", "--workdir used is not empty; pass a new or empty folder"),
+])
+def test_bad_flags_stop_before_any_work_in_one_line(tmp_path, flag, message):
+  (tmp_path / "notes.txt").write_text("mine")
+  (tmp_path / "used").mkdir()
+  (tmp_path / "used" / "films").mkdir()
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.data_bench", flag], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "used"]
+  assert [p.name for p in (tmp_path / "used").iterdir()] == ["films"]

@@ -83,6 +83,18 @@ def test_a_folder_it_did_not_write_is_never_removed(tmp_path):
   assert (tmp_path / "cpu1" / "notes.txt").read_text() == "mine" and not (tmp_path / "cpu").exists()
 
 
+@pytest.mark.parametrize("platforms, out, message", [
+    ("cpu,cpu", "out", "--platforms names cpu more than once; each platform runs once, so name it once"),
+    ("cpu,cpu1", "notes.txt", "--out {tmp}/notes.txt is a file, not a directory; pass a directory"),
+])
+def test_a_repeated_platform_or_an_out_that_is_a_file_stops_in_one_line(tmp_path, platforms, out, message):
+  (tmp_path / "notes.txt").write_text("mine")
+  result = _speedup(tmp_path / out, platforms)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == f"error: {message.format(tmp=tmp_path)}"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_fewer_than_two_platforms_is_an_error_and_a_rerun_replaces_its_own_runs(tmp_path):
   result = _speedup(tmp_path, "cpu,gpu")  # one platform ran: an error, and a run to replace
   assert result.returncode == 1
