@@ -228,9 +228,9 @@ def markdown(report: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  out = ensure_writable_dir(pathlib.Path(_OUT.value), "--out")
   platform, quick = _PLATFORM.value, _QUICK.value
-  device = devices.select_devices(platform, 1)[0]  # a missing GPU is one line before any part runs
+  device = devices.select_devices(platform, 1)[0]  # a missing GPU is one line before any part runs or --out is made
+  out = ensure_writable_dir(pathlib.Path(_OUT.value), "--out")
   report = {"platform": platform, "quick": quick, "device": device.device_kind,
             "device_count": len(jax.devices(device.platform)), "versions": _versions(), "parts": {}}
   for part in parts(out, platform, quick):
@@ -242,8 +242,10 @@ def main(argv):
   atomic_write_text(out / "gpu_check.md", text)
   print(text)
   failed = [name for name, r in report["parts"].items() if not r["ok"]]
-  print(f"{len(report['parts']) - len(failed)} of {len(report['parts'])} parts ran"
-        + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+  print(f"{len(report['parts']) - len(failed)} of {len(report['parts'])} parts ran", file=sys.stderr)
+  if failed:
+    sys.exit(f"error: {len(failed)} of {len(report['parts'])} parts failed ({', '.join(failed)}); each one's reason "
+             f"is in {out / 'gpu_check.md'}, and what the others measured is kept")
 
 
 if __name__ == "__main__":
