@@ -121,7 +121,8 @@ def from_checkpoint(folder: str | pathlib.Path, platform: str = devices.CPU,
     # The optimizer only gives the checkpoint's shape; its step count does not change that shape.
     _, abstract = state_template(model, optim.create_optimizer(config.train, 1), config.data.image_size,
                                  config.train.seed, sharding)
-  except (KeyError, AttributeError, TypeError, ValueError) as e:  # a hand-edited or foreign config.json
+  # A hand-edited or foreign config.json: too many layers for its image size divide a side down to zero.
+  except (KeyError, AttributeError, TypeError, ValueError, ArithmeticError) as e:
     raise UserError(f"{folder / workdir.CONFIG} does not rebuild the run's network ({type(e).__name__}: {e}); "
                     f"{workdir.rerun_fix(folder)}") from e
   checkpoints = Checkpointer(folder / checkpoints_lib.FOLDER, config.checkpoint.keep, None, read_only=True)

@@ -227,6 +227,8 @@ def test_a_damaged_run_file_stops_predict_in_one_line_naming_it(default_run, tmp
      r"config.json does not rebuild the run's network \(TypeError"),
     ("config.json", lambda c: {k: v for k, v in c.items() if k != "model"},
      r"config.json does not rebuild the run's network \((AttributeError|KeyError)"),
+    ("config.json", lambda c: {**c, "model": {**c["model"], "widths": [8] * 12}},
+     r"config.json does not rebuild the run's network \(ZeroDivisionError"),
 ])
 def test_a_run_file_of_the_wrong_shape_stops_predict_in_one_line_naming_it(default_run, tmp_path, name, edit,
                                                                            message):
