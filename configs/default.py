@@ -86,6 +86,6 @@ def get_config() -> ml_collections.ConfigDict:
   logs.report = True               # <workdir>/report.html and its gallery's maps; False for sweeps and benchmarks
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()
-  ckpt.every_steps = 100
+  ckpt.every_steps = 100           # and at every epoch's end, always; 0: at epoch ends only
   ckpt.keep = 3
   return config

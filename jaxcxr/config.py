@@ -48,9 +48,16 @@ def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
   yield "data.dataset", d.dataset, _choice(d.dataset, datasets.DATASETS)
   yield "data.image_size", d.image_size, _at_least(d.image_size, MIN_IMAGE_SIZE)
   yield "data.aspect", d.aspect, _choice(d.aspect, images.ASPECT_MODES)
+  views = datasets.views_of(d)
   if d.dataset == datasets.NIH:
     yield "data.target", d.target, _choice(d.target, nih.TARGETS)
     yield "data.negatives", d.negatives, _choice(d.negatives, nih.NEGATIVE_POLICIES)
+    yield "data.views", d.views, (set(views) <= set(nih.VIEWS),
+                                  f"must list NIH's views, {', '.join(nih.VIEWS)} (as the CSV spells them), "
+                                  "comma-separated, or be empty for all")
+  elif views:
+    yield "data.views", d.views, (False, f"filters by view, which data.dataset={d.dataset} does not record; "
+                                         "leave it empty")
   elif d.target == nih.ALL_FINDINGS:
     yield "data.target", d.target, (False, f"names NIH's 14 findings; data.dataset={d.dataset} has one target")
   yield "data.val_fraction", d.val_fraction, (0.0 < d.val_fraction < 1.0, "must be in (0, 1)")
@@ -78,8 +85,10 @@ def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
   yield "data.synthetic.max_images_per_patient", s.max_images_per_patient, _at_least(s.max_images_per_patient, 1)
   yield "data.synthetic.image_size", s.image_size, _at_least(s.image_size, images.MIN_SIDE)
   yield "data.synthetic.seed", s.seed, _at_least(s.seed, 0)
-  for key in ("pneumonia_fraction", "other_finding_fraction", "test_fraction"):
+  for key in ("pneumonia_fraction", "other_finding_fraction"):
     yield f"data.synthetic.{key}", s[key], _within(s[key], 0.0, 1.0)
+  # The generated test list names this share of the patients: none would leave the test split empty.
+  yield "data.synthetic.test_fraction", s.test_fraction, (0.0 < s.test_fraction < 1.0, "must be in (0, 1)")
 
 
 def _train_rules(t: ml_collections.ConfigDict, target: str) -> Iterator[tuple[str, object, tuple[bool, str]]]:

@@ -207,9 +207,11 @@ def run(workdir: str | pathlib.Path, inputs: Sequence[str], platform: str = devi
   if not inputs:
     raise UserError("--mode=predict needs films: pass --inputs=PATH (files, folders or globs)")
   _check_policy("--on_bad_image", on_bad_image)
-  stem = name or re.sub(r"[*?\[\]]", "", pathlib.Path(str(inputs[0]).rstrip("/")).stem) or "films"
-  if stem in (".", "..") or "/" in stem:
-    raise UserError(f"--output_name={stem!r} must be a plain file name (it is written in RUN/predictions/)")
+  stem = name.removesuffix(".csv") if name else \
+      re.sub(r"[*?\[\]]", "", pathlib.Path(str(inputs[0]).rstrip("/")).stem) or "films"
+  if not stem or stem.startswith(".") or "/" in stem:
+    raise UserError(f"--output_name={name or stem!r} must be a plain file name, not hidden (it is written as "
+                    "RUN/predictions/<name>.csv)")
   paths = film_paths(inputs)  # before the checkpoint loads: a typo fails at once
   if explain_films and exported.is_export(pathlib.Path(workdir).expanduser()):
     raise UserError(f"--explain needs the run's model code, which an export leaves out; pass the run folder "

@@ -60,6 +60,9 @@ BAD = [  # (key, value, what the message must say)
     ("eval.confidence", 1.0, "eval.confidence=1.0 must be in (0, 1)"),
     ("checkpoint.keep", 0, "checkpoint.keep=0 must be at least 1"),
     ("checkpoint.every_steps", -1, "checkpoint.every_steps=-1 must be at least 0"),
+    ("data.views", "pa", "data.views='pa' must list NIH's views, PA, AP (as the CSV spells them)"),
+    ("data.views", "PA,LL", "data.views='PA,LL' must list NIH's views"),
+    ("data.synthetic.test_fraction", 0.0, "data.synthetic.test_fraction=0.0 must be in (0, 1)"),
 ]
 
 
@@ -170,6 +173,14 @@ def test_a_batch_larger_than_the_machines_memory_is_refused_before_any_work():
   config.data.image_size = 100_000  # the tiny config's 64-film evaluation batch: 2.4 TiB of float32
   with pytest.raises(UserError, match=r"data.image_size=100000 with a batch of 64 films: one float32 batch is "
                                       r"2384.2 GiB, more than this machine's .* GiB of memory"):
+    config_lib.validate(config)
+
+
+def test_views_are_refused_for_a_dataset_that_records_none():
+  config = override(default.get_config(), "data.dataset", "kermany")
+  config.data.views = "PA"
+  with pytest.raises(UserError, match=r"data.views='PA' filters by view, which data.dataset=kermany does not "
+                                      r"record; leave it empty"):
     config_lib.validate(config)
 
 

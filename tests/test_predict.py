@@ -3,6 +3,7 @@ one clear line for each bad input."""
 
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,8 @@ def test_the_command_writes_a_csv_and_an_explanation_per_film(default_run, tmp_p
   out = capsys.readouterr().out
   assert f"3 film(s) predicted with the checkpoint of step {table['checkpoint_step'][0]}" in out
   assert "operating point (eval.threshold=" in out
+  predict.run(default_run, [str(films)], name="ward7.csv")  # the name given with its suffix gets no second one
+  assert (default_run / "predictions" / "ward7.csv").is_file()
 
 
 def test_a_dicom_gives_the_prediction_of_the_png_it_was_made_from(default_run, tmp_path):
@@ -185,8 +188,9 @@ def test_bad_inputs_get_one_line_each(default_run, tmp_path):
     assert "\n" not in str(info.value)
   with pytest.raises(UserError, match="--on_bad_image=skip"):
     predict.run(default_run, [str(tmp_path / "notes.png")])
-  with pytest.raises(UserError, match=r"--output_name='../escape' must be a plain file name"):
-    predict.run(default_run, [str(tmp_path / "notes.png")], name="../escape")
+  for name in ("../escape", ".csv", ".hidden"):
+    with pytest.raises(UserError, match=rf"--output_name='{re.escape(name)}' must be a plain file name, not hidden"):
+      predict.run(default_run, [str(tmp_path / "notes.png")], name=name)
 
 
 def test_skipping_bad_films_predicts_the_rest_and_lists_them(default_run, tmp_path, capsys):

@@ -137,8 +137,11 @@ def test_unwritable_workdir(tiny_config, tmp_path):
 
 
 def test_empty_split_is_named(tiny_config, tmp_path):
-  tiny_config.data.views = "LL"  # no synthetic film has a lateral view
-  with pytest.raises(UserError, match="split 'train' is empty.*views='LL'"):
+  # No synthetic film has pneumonia and none is 'No Finding': no positives and no negatives.
+  tiny_config.data.synthetic.pneumonia_fraction = 0.0
+  tiny_config.data.synthetic.other_finding_fraction = 0.999  # seeded: none of the tiny set draws No Finding
+  with pytest.raises(UserError, match="split 'train' is empty after applying data.target='Pneumonia', "
+                                      "data.negatives='no_finding'"):
     train_run(tiny_config, tmp_path)
 
 

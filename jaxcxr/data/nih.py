@@ -27,6 +27,7 @@ FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion",
 ALL_FINDINGS = "all"  # data.target: the 14 findings at once, one logit each (CheXNet's task)
 TARGETS = (ALL_FINDINGS, "any", *FINDINGS)  # what data.target may name: 'any' is any finding vs the negatives
 NEGATIVE_POLICIES = ("no_finding", "rest")
+VIEWS = ("PA", "AP")  # the values of Data_Entry_2017's View Position, what data.views may list
 # Published test AUROC per finding of CheXNet (Rajpurkar et al. 2017, Table 2; DenseNet-121, 224 px, its own
 # patient split): shown beside a multi-label run's table for reference, never used in a computation.
 CHEXNET_AUROC = {"Atelectasis": 0.8094, "Cardiomegaly": 0.9248, "Consolidation": 0.7901, "Edema": 0.8878,
