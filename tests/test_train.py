@@ -148,6 +148,9 @@ def test_empty_split_is_named(tiny_config, tmp_path):
 def test_missing_data_dir(tiny_config, tmp_path):
   with pytest.raises(UserError, match="does not exist"):
     train_run(tiny_config, tmp_path / "w", data_dir=str(tmp_path / "nope"))
+  (tmp_path / "Data_Entry_2017.csv").write_text("")
+  with pytest.raises(UserError, match=r"Data_Entry_2017.csv is a file; data.dataset=nih reads a folder"):
+    train_run(tiny_config, tmp_path / "w", data_dir=str(tmp_path / "Data_Entry_2017.csv"))
 
 
 def test_one_class_test_split_reports_auc_undefined(tiny_config, tiny_nih, tmp_path, capsys):

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 NIH = "nih"  # also the format of the embedded synthetic default
 READERS = {NIH: nih.read, "kermany": folders.read, "medmnist": medmnist.read}
 DATASETS = tuple(READERS)
+READS_A_FILE = ("medmnist",)  # a MedMNIST --data_dir may be its .npz itself
 # What each logit of a run predicts, by name: NIH's findings, a class folder, MedMNIST's label 1.
 _TARGET_NAMES = {NIH: lambda d: nih.targets_of(d.target) or (d.target,), "kermany": lambda d: (d.positive_class,),
                  "medmnist": lambda d: ("positive",)}
@@ -41,6 +42,9 @@ def resolve_source(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
     if not root.exists():
       raise UserError(f"--data_dir={data_dir} does not exist; pass the folder that holds the dataset, "
                       "or omit --data_dir for the embedded synthetic default")
+    if root.is_file() and data_cfg.dataset not in READS_A_FILE:
+      raise UserError(f"--data_dir={data_dir} is a file; data.dataset={data_cfg.dataset} reads a folder (see "
+                      "docs/data.md): pass the folder that holds the dataset")
     if root.is_dir() and not _readable(root):
       raise UserError(f"--data_dir={data_dir} is empty or unreadable; check the path and its permissions")
     return root

@@ -76,7 +76,10 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
   table = table.rename(columns=REQUIRED_COLUMNS)
   if table["image_id"].isna().any() or table["labels"].isna().any():
     raise UserError(f"{csv_path} has rows without an Image Index or Finding Labels; the file is damaged")
-  no_patient = table["patient_id"].isna() | (table["patient_id"].str.strip() == "")
+  # Spaces around a name (a CSV re-saved by a spreadsheet) would leave the film unfound.
+  table["image_id"] = table["image_id"].str.strip()
+  table["patient_id"] = table["patient_id"].str.strip()
+  no_patient = table["patient_id"].isna() | (table["patient_id"] == "")
   if no_patient.any():
     # Splits keep each patient's films together: a film of no known patient could leak across them.
     raise UserError(f"{csv_path} has {int(no_patient.sum())} row(s) without a Patient ID, e.g. image "
@@ -85,7 +88,6 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
   if table["image_id"].duplicated().any():
     dup = table.loc[table["image_id"].duplicated(), "image_id"].iloc[0]
     raise UserError(f"{csv_path} lists image {dup} twice; the file is damaged")
-  table["patient_id"] = table["patient_id"].str.strip()
   unknown = finding_sets(table["labels"]).map(lambda s: s - {NO_FINDING, *FINDINGS})
   odd = unknown[unknown.map(bool)]
   if len(odd):

@@ -44,6 +44,16 @@ def test_a_row_without_a_patient_id_is_refused(tmp_path, patient):
   _one_line(error)
 
 
+def test_spaces_around_an_image_name_are_dropped_and_its_twin_is_caught(tmp_path):
+  csv = tmp_path / "Data_Entry_2017.csv"
+  header = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n"
+  csv.write_text(header + " 00000001_000.png ,No Finding,0,1,58,M,PA\n")
+  assert nih.read_metadata(csv)["image_id"].tolist() == ["00000001_000.png"]
+  csv.write_text(header + " 00000001_000.png,No Finding,0,1,58,M,PA\n00000001_000.png,Pneumonia,0,1,58,M,PA\n")
+  with pytest.raises(UserError, match="lists image 00000001_000.png twice"):
+    nih.read_metadata(csv)
+
+
 def test_labels_that_are_not_nih_findings_are_warned_about(tmp_path, caplog):
   root = write_release(tmp_path)
   csv = root / "Data_Entry_2017.csv"
