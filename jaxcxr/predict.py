@@ -59,9 +59,18 @@ def film_paths(inputs: Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
         found += films
       elif match.is_file():
         found.append(match)
+      elif match.exists():
+        raise UserError(f"--inputs {match} is not a regular file (a pipe, socket or device); pass film files or "
+                        "folders of them")
       else:
         raise UserError(f"--inputs {match}: no such file or folder")
-  return found
+  first = {}  # each film once, where it was first named, however it was named
+  for path in found:
+    first.setdefault(path.resolve(), path)
+  unique = list(first.values())
+  if len(unique) < len(found):
+    log.warning("--inputs names %d film(s) more than once; each is predicted once", len(found) - len(unique))
+  return unique
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 one clear line for each bad input."""
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -191,6 +192,19 @@ def test_bad_inputs_get_one_line_each(default_run, tmp_path):
   for name in ("../escape", ".csv", ".hidden"):
     with pytest.raises(UserError, match=rf"--output_name='{re.escape(name)}' must be a plain file name, not hidden"):
       predict.run(default_run, [str(tmp_path / "notes.png")], name=name)
+
+
+def test_a_film_named_twice_is_found_once_and_a_pipe_is_named(tmp_path, caplog):
+  films = tmp_path / "films"
+  films.mkdir()
+  Image.fromarray(_grey_film_pixels()).save(films / "a.png")
+  Image.fromarray(_grey_film_pixels()).save(films / "b.png")
+  found = predict.film_paths([str(films / "b.png"), str(films), str(films / ".." / "films" / "a.png")])
+  assert found == [films / "b.png", films / "a.png"]
+  assert "--inputs names 2 film(s) more than once; each is predicted once" in caplog.text
+  os.mkfifo(tmp_path / "pipe")
+  with pytest.raises(UserError, match=r"--inputs .*pipe is not a regular file \(a pipe, socket or device\)"):
+    predict.film_paths([str(tmp_path / "pipe")])
 
 
 def test_skipping_bad_films_predicts_the_rest_and_lists_them(default_run, tmp_path, capsys):
