@@ -94,6 +94,9 @@ def read_tree(root: pathlib.Path, positive_class: str, val_fraction: float, test
   if positive_class not in classes:
     raise UserError(f"data.positive_class={positive_class!r} is not a class folder in {root} "
                     f"(found {', '.join(classes)}); set it to one of those")
+  if len(classes) < 2:
+    raise UserError(f"{root} has one class folder, {classes[0]}/, where a binary task needs two: "
+                    f"data.positive_class={positive_class} and one negative (e.g. NORMAL/) beside it")
   if len(classes) > 2:
     raise UserError(f"{root} has {len(classes)} class folders ({', '.join(classes)}) where a binary task has two: "
                     f"data.positive_class={positive_class} and one negative; move the others out rather than "

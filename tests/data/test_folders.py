@@ -84,3 +84,13 @@ def test_split_folders_match_in_any_case_and_others_beside_them_are_named(tmp_pa
   (root / "test").mkdir()
   with pytest.raises(UserError, match=r"holds both TEST/ and test/ for the test split; merge them"):
     folders.read_tree(root, "PNEUMONIA", 0.4, 0.2, seed=0)
+
+
+def test_a_tree_of_one_class_is_refused(tmp_path):
+  root = write_kermany(tmp_path / "chest_xray")
+  for split in ("train", "val", "test"):
+    for film in (root / split / "NORMAL").iterdir():
+      film.unlink()
+    (root / split / "NORMAL").rmdir()
+  with pytest.raises(UserError, match=r"has one class folder, PNEUMONIA/, where a binary task needs two"):
+    folders.read_tree(root, "PNEUMONIA", 0.4, 0.2, seed=0)
