@@ -165,6 +165,11 @@ def assign_splits(table: pd.DataFrame, data_dir: pathlib.Path, val_fraction: flo
         raise UserError(f"{path} names {len(unknown)} image(s) absent from the metadata, e.g. "
                         f"{sorted(unknown)[0]}; use the list and CSV of the same release")
       split[table["image_id"].isin(names)] = name
+    unlisted = split.isna()
+    if unlisted.any():
+      log.warning("%d metadata row(s) are in neither %s nor %s (e.g. %s); they are left out of every split",
+                  int(unlisted.sum()), SPLIT_LISTS["train_val"], SPLIT_LISTS["test"],
+                  table.loc[unlisted, "image_id"].iloc[0])
     train_val = split == "train_val"
     val_of = split_patients(table.loc[train_val, "patient_id"],
                             {"val": val_fraction, "train": 1.0 - val_fraction}, seed)

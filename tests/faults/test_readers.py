@@ -70,6 +70,15 @@ def test_the_same_image_in_two_folders_is_refused(tmp_path):
     nih.index_images(root)
 
 
+def test_rows_in_neither_split_list_are_left_out_with_a_warning(tmp_path, caplog):
+  root = write_release(tmp_path)
+  listed = (root / "train_val_list.txt").read_text().split()
+  (root / "train_val_list.txt").write_text("\n".join(listed[1:]) + "\n")
+  table = nih.read_release(root, "Pneumonia", "no_finding", 0.4, 0.2, 0)
+  assert f"1 metadata row(s) are in neither train_val_list.txt nor test_list.txt (e.g. {listed[0]})" in caplog.text
+  assert table.loc[table["image_id"] == listed[0], "split"].isna().all()
+
+
 def test_an_image_in_both_split_lists_is_refused(tmp_path):
   root = write_release(tmp_path)
   (root / "test_list.txt").write_text("00000006_000.png\n00000007_000.png\n00000001_000.png\n")
