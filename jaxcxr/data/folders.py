@@ -116,6 +116,9 @@ def read_tree(root: pathlib.Path, positive_class: str, val_fraction: float, test
     if check_leaks:
       check_patient_disjoint(table[pool])
   else:
+    if split_dirs:
+      log.warning("%s has %s but no test/ folder: the test split is carved from all films by patient "
+                  "(data.test_fraction=%s), not published", root, "/, ".join(split_dirs.values()) + "/", test_fraction)
     of = split_patients(table["patient_id"], {"test": test_fraction, "val": val_fraction,
                                                   "train": 1 - val_fraction - test_fraction}, seed)
     table["split"] = table["patient_id"].map(of)

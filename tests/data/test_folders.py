@@ -94,3 +94,15 @@ def test_a_tree_of_one_class_is_refused(tmp_path):
     (root / split / "NORMAL").rmdir()
   with pytest.raises(UserError, match=r"has one class folder, PNEUMONIA/, where a binary task needs two"):
     folders.read_tree(root, "PNEUMONIA", 0.4, 0.2, seed=0)
+
+
+def test_split_folders_without_a_test_folder_say_the_test_split_is_carved(tmp_path, caplog):
+  root = write_kermany(tmp_path / "chest_xray")
+  for film in (root / "test").rglob("*.jpeg"):
+    film.rename(root / "train" / film.parent.name / film.name)
+  for folder in sorted((root / "test").rglob("*"), reverse=True):
+    folder.rmdir()
+  (root / "test").rmdir()
+  table = folders.read_tree(root, "PNEUMONIA", 0.4, 0.2, seed=0)
+  assert "has train/, val/ but no test/ folder: the test split is carved from all films by patient" in caplog.text
+  assert len(table) == 13 and (table["split"] == "test").any()
