@@ -69,6 +69,8 @@ _MODE_ONLY = {"predict": ("inputs", "explain", "on_bad_image", "output_name", "s
 # predict and export apply a finished run as its own config.json says: these would change nothing.
 _APPLYING = ("predict", "export")
 _TRAINING_ONLY = ("config", "data_dir", "coordinator_address", "num_processes", "process_id")
+# export lowers on the CPU for each of --platforms: a --platform would change nothing.
+_NOT_FOR_EXPORT = ("platform",)
 
 
 def _check_mode_flags(argv: list[str]) -> None:
@@ -85,6 +87,9 @@ def _check_mode_flags(argv: list[str]) -> None:
     training = {name for name in _TRAINING_ONLY if flags.FLAGS[name].present} | ({"config"} if overrides else set())
     if training:
       ignored, why = ignored | training, f"{mode} applies the run's own config.json; drop them"
+  unlowered = {name for name in _NOT_FOR_EXPORT if mode == "export" and flags.FLAGS[name].present}
+  if unlowered and not ignored:
+    ignored, why = unlowered, "export lowers on the CPU for each platform of --platforms (e.g. --platforms=cpu,cuda)"
   if ignored:
     raise UserError(f"--{', --'.join(sorted(ignored))} would be ignored with --mode={mode}: {why}")
 

@@ -43,6 +43,8 @@ def test_gpu_missing_is_one_clear_line(tmp_path):
      "error: --config, --data_dir would be ignored with --mode=predict: predict applies the run's own config.json"),
     (["--strict_inputs", "--platforms=cuda"], "error: --platforms, --strict_inputs would be ignored with --mode=train: "
                                               "they apply to --mode=export/predict only; drop them"),
+    (["--mode=export", "--platform=gpu"], "error: --platform would be ignored with --mode=export: export lowers on "
+                                           "the CPU for each platform of --platforms (e.g. --platforms=cpu,cuda)"),
     (["--mode=export", "--config.eval.calibration=none", "--explain"],
      "error: --config, --explain would be ignored with --mode=export: export applies the run's own config.json"),
 ])
