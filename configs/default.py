@@ -14,13 +14,15 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   config.data = data = ml_collections.ConfigDict()
-  data.dataset = "nih"             # nih | kermany (class-per-folder trees) | medmnist (.npz)
+  data.dataset = "nih"             # nih | kermany (class-per-folder trees) | medmnist (.npz) | chexpert | mimic
   data.image_size = 64
   data.aspect = "pad"              # pad | crop: how non-square films become square
-  data.target = "Pneumonia"        # any of the 14 NIH findings, 'any', or 'all' (the 14 at once, one logit each)
+  data.target = "Pneumonia"        # a finding ('Pneumonia'), 'any', or 'all' (every finding the dataset labels,
+                                   # one logit each); chexpert/mimic name findings as jaxcxr/data/findings.py
   data.negatives = "no_finding"    # no_finding (the paper's "healthy") | rest (every non-target film)
   data.positive_class = "PNEUMONIA"  # kermany: the class folder that is positive; all others negative
-  data.views = ""                  # '' = all, or e.g. 'PA' or 'PA,AP'
+  data.views = ""                  # '' = all, or e.g. 'PA' or 'PA,AP'; chexpert/mimic: frontal, lateral, AP, PA
+  data.uncertain = "ignore"        # chexpert/mimic uncertain labels: ignore (masked) | zeros | ones
   data.val_fraction = 0.15         # of train_val patients, when official split lists exist
   data.test_fraction = 0.2         # of patients, only when there are no official split lists
   data.split_seed = 0

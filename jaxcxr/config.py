@@ -23,7 +23,7 @@ import ml_collections
 
 from jaxcxr import augment, calibration, input_pipeline, metrics, models, optim
 from jaxcxr.configs import EVERY_KEY
-from jaxcxr.data import datasets, images, nih
+from jaxcxr.data import datasets, findings, images, nih
 from jaxcxr.errors import UserError
 from jaxcxr import tensorboard
 
@@ -48,18 +48,22 @@ def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tup
   yield "data.dataset", d.dataset, _choice(d.dataset, datasets.DATASETS)
   yield "data.image_size", d.image_size, _at_least(d.image_size, MIN_IMAGE_SIZE)
   yield "data.aspect", d.aspect, _choice(d.aspect, images.ASPECT_MODES)
-  views = datasets.views_of(d)
-  if d.dataset == datasets.NIH:
-    yield "data.target", d.target, _choice(d.target, nih.TARGETS)
+  views = datasets.listed_views(d)
+  if d.dataset in datasets.TARGETS:
+    yield "data.target", d.target, _choice(d.target, datasets.TARGETS[d.dataset])
     yield "data.negatives", d.negatives, _choice(d.negatives, nih.NEGATIVE_POLICIES)
-    yield "data.views", d.views, (set(views) <= set(nih.VIEWS),
-                                  f"must list NIH's views, {', '.join(nih.VIEWS)} (as the CSV spells them), "
+  elif d.target == nih.ALL_FINDINGS:
+    yield "data.target", d.target, (False, f"names every finding of a multi-label dataset; data.dataset={d.dataset} has one "
+                                               "target")
+  if d.dataset in datasets.VIEWS:
+    known = datasets.VIEWS[d.dataset]
+    yield "data.views", d.views, (set(views) <= set(known),
+                                  f"must list {datasets.TITLES[d.dataset]}'s views, {', '.join(known)} (as the CSV spells them), "
                                   "comma-separated, or be empty for all")
   elif views:
     yield "data.views", d.views, (False, f"filters by view, which data.dataset={d.dataset} does not record; "
                                          "leave it empty")
-  elif d.target == nih.ALL_FINDINGS:
-    yield "data.target", d.target, (False, f"names NIH's 14 findings; data.dataset={d.dataset} has one target")
+  yield "data.uncertain", d.uncertain, _choice(d.uncertain, findings.UNCERTAIN_POLICIES)
   yield "data.val_fraction", d.val_fraction, (0.0 < d.val_fraction < 1.0, "must be in (0, 1)")
   yield "data.test_fraction", d.test_fraction, (0.0 < d.test_fraction < 1.0 - d.val_fraction,
                                                 "must be in (0, 1 - data.val_fraction)")

@@ -85,6 +85,19 @@ def _operating_point_report(cfg: ml_collections.ConfigDict, val_labels: np.ndarr
   return report
 
 
+def _finding_report(cfg: ml_collections.ConfigDict, val: CachedSplit, val_logits: np.ndarray | None,
+                    test: CachedSplit, logits: np.ndarray, k: int) -> dict:
+  """Target `k`'s `_operating_point_report`, over the films labelled for it in each split (a masked label,
+  `findings.MISSING`, takes no part in its temperature, threshold, metrics or intervals)."""
+  on_val, on_test = val.labels[:, k] >= 0, test.labels[:, k] >= 0
+  report = _operating_point_report(cfg, val.labels[on_val, k], None if val_logits is None else val_logits[on_val, k],
+                                   test.labels[on_test, k], logits[on_test, k],
+                                   [p for p, kept in zip(test.patient_ids, on_test) if kept])
+  if not on_test.all():
+    report["films"] = int(on_test.sum())
+  return report
+
+
 def report_test_split(cfg: ml_collections.ConfigDict, score: SplitScorer, state: TrainState,
                       val: CachedSplit, test: CachedSplit) -> tuple[dict, np.ndarray]:
   """The `test` split at the operating point `cfg.threshold` (the config's `eval`) picks on `val`, with
@@ -96,9 +109,7 @@ def report_test_split(cfg: ml_collections.ConfigDict, score: SplitScorer, state:
   _, logits, scores = score(state, test)
   if not test.targets:
     return _operating_point_report(cfg, val.labels, val_logits, test.labels, logits, test.patient_ids), logits
-  findings = {target: _operating_point_report(cfg, val.labels[:, k], None if val_logits is None else val_logits[:, k],
-                                              test.labels[:, k], logits[:, k], test.patient_ids)
-              for k, target in enumerate(test.targets)}
+  findings = {target: _finding_report(cfg, val, val_logits, test, logits, k) for k, target in enumerate(test.targets)}
   undefined = [t for t, r in findings.items() if r["auc"] is None]
   report = {"targets": list(test.targets), "findings": findings, "mean_auc": metrics.mean_auc(test.labels, scores),
             "mean_auc_over": len(findings) - len(undefined),

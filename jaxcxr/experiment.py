@@ -46,9 +46,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, folder: str | pathlib.
         log.warning("The checkpoint is at step %d, past this config's %d steps (train.epochs=%d): the run is "
                     "reported as it finished; use a new --workdir for a shorter run", step, total, config.train.epochs)
       previous = workdir.previous_summary(folder)
-      # A finished run reruns as a no-op, unless the test report is asked for with other eval.* settings.
+      # A finished run reruns as a no-op, unless the test report is asked for with other eval.* settings (or its
+      # test scores are missing: a run from before they were written, or a damaged file).
       if previous is not None and previous.get("step") == int(trained.state.step) and \
-          _eval_settings(previous) == config.eval.to_dict():
+          _eval_settings(previous) == config.eval.to_dict() and workdir.test_scores_intact(folder):
         try:
           text = console.summary_text(previous)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -120,6 +121,7 @@ def _evaluate_and_report(trained: train.Trained, used: list[jax.Device], data_di
     report = scores, run_report.gallery(network, splits["test"], scores, logits)
   if devices.is_primary():
     path = run_report.write(run.workdir, summary, *report) if report else None
+    workdir.write_test_scores(run.workdir, splits["test"].labels, test_logits, splits["test"].patient_ids)
     workdir.write_summary(run.workdir, summary)
     print(console.summary_text(summary))
     if path:

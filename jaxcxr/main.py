@@ -7,6 +7,8 @@
   python run.py --mode=describe --data_dir=/data/nih   # what the dataset holds; no training
   python run.py --mode=predict --workdir=runs/default-cpu --inputs=films/ scan.dcm --explain
   python run.py --mode=export --workdir=runs/default-cpu     # RUN/export/: model.jax and manifest.json
+  python run.py --mode=evaluate --workdir=runs/nih --data_dir=/data/CheXpert-v1.0-small \
+      --config.data.dataset=chexpert                          # external validation: RUN/external/chexpert/
 """
 
 import logging
@@ -28,10 +30,12 @@ _WORKDIR = cli.path_flag("workdir", None, "Run folder (checkpoints, metrics, sum
 _PLATFORM = flags.DEFINE_enum("platform", "cpu", list(devices.PLATFORMS), "Device to train on.")
 _DATA_DIR = cli.path_flag("data_dir", None, "Dataset folder (or .npz file); absent = embedded "
                                  "synthetic default.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "describe", "predict", "export"], "train: train, evaluate, "
-                          "report. describe: report what the dataset holds from its metadata, no training. "
-                          "predict: apply the --workdir run (or export folder) to --inputs. export: write "
-                          "--workdir/export/, the run's network as jax.export StableHLO with its manifest.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "describe", "predict", "export", "evaluate"],
+                          "train: train, evaluate, report. describe: report what the dataset holds from its "
+                          "metadata, no training. predict: apply the --workdir run (or export folder) to --inputs. "
+                          "export: write --workdir/export/, the run's network as jax.export StableHLO with its "
+                          "manifest. evaluate: apply the --workdir run, unchanged, to another dataset's test split "
+                          "(--data_dir, --config.data.dataset): external validation.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Several processes (hosts): process 0's HOST:PORT, "
                                    f"or '{devices.FROM_CLUSTER}' to read them from the cluster's environment.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "How many processes the run has (with "
@@ -47,6 +51,8 @@ _OUTPUT_NAME = flags.DEFINE_string("output_name", None, "predict: writes RUN/pre
                                    "first input's name.")
 _STRICT_INPUTS = flags.DEFINE_bool("strict_inputs", False, "predict: refuse films outside the model's scope (not a "
                                    "chest radiograph, or a lateral view for a frontal run) instead of flagging them.")
+_EXTERNAL_SPLIT = flags.DEFINE_enum("external_split", "test", ["test", "all"], "evaluate: the other dataset's "
+                                    "test split, or all its films (a dataset the run never saw any of).")
 _PLATFORMS = flags.DEFINE_string("platforms", "cpu", "export: the platforms model.jax runs on, comma-separated "
                                  "(cpu, cuda, rocm).")
 
@@ -65,10 +71,12 @@ def _setup_logging() -> None:
 
 # Flags that mean something in one mode only: given in another they would be ignored without a word.
 _MODE_ONLY = {"predict": ("inputs", "explain", "on_bad_image", "output_name", "strict_inputs"),
-              "export": ("platforms",)}
+              "export": ("platforms",), "evaluate": ("external_split",)}
 # predict and export apply a finished run as its own config.json says: these would change nothing.
 _APPLYING = ("predict", "export")
 _TRAINING_ONLY = ("config", "data_dir", "coordinator_address", "num_processes", "process_id")
+# evaluate applies the run on one device of --platform.
+_NOT_FOR_EVALUATE = ("coordinator_address", "num_processes", "process_id")
 # export lowers on the CPU for each of --platforms: a --platform would change nothing.
 _NOT_FOR_EXPORT = ("platform",)
 
@@ -90,6 +98,9 @@ def _check_mode_flags(argv: list[str]) -> None:
   unlowered = {name for name in _NOT_FOR_EXPORT if mode == "export" and flags.FLAGS[name].present}
   if unlowered and not ignored:
     ignored, why = unlowered, "export lowers on the CPU for each platform of --platforms (e.g. --platforms=cpu,cuda)"
+  single = {name for name in _NOT_FOR_EVALUATE if mode == "evaluate" and flags.FLAGS[name].present}
+  if single and not ignored:
+    ignored, why = single, "evaluate applies the run in one process, on one device of --platform"
   if ignored:
     raise UserError(f"--{', --'.join(sorted(ignored))} would be ignored with --mode={mode}: {why}")
 
@@ -97,7 +108,7 @@ def _check_mode_flags(argv: list[str]) -> None:
 def main(argv):
   _check_mode_flags(argv)
   # After flags: keeps --help fast.
-  from jaxcxr import checkpoints, experiment, export, predict  # pylint: disable=g-import-not-at-top
+  from jaxcxr import checkpoints, experiment, export, external, predict  # pylint: disable=g-import-not-at-top
   from jaxcxr.data import describe  # pylint: disable=g-import-not-at-top
   from jaxcxr.fsutil import ensure_writable_dir, exclusive  # pylint: disable=g-import-not-at-top
   _setup_logging()
@@ -113,6 +124,9 @@ def main(argv):
       return
     # Validated before the device starts or any file is touched; a run resuming needs no init_from file.
     config = cli.load_config(_CONFIG, weights_needed=not checkpoints.saved_in(workdir))
+    if _MODE.value == "evaluate":  # the run's own network; the config names the other dataset
+      external.evaluate(workdir, config.data, _DATA_DIR.value, _PLATFORM.value, _EXTERNAL_SPLIT.value)
+      return
     if _MODE.value == "describe":
       folder = ensure_writable_dir(workdir, "--workdir")
       with exclusive(folder, "--workdir"):

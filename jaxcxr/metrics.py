@@ -162,10 +162,28 @@ def bootstrap_intervals(labels: np.ndarray, scores: np.ndarray, predicted: np.nd
   return {m: _percentile_interval(values, confidence) for m, values in draws.items()}
 
 
+def auc_difference_interval(labels: np.ndarray, scores: np.ndarray, patients: list[str], other_labels: np.ndarray,
+                            other_scores: np.ndarray, other_patients: list[str], resamples: int = 1000,
+                            confidence: float = 0.95, seed: int = 0) -> list[float] | None:
+  """The interval of AUROC(labels, scores) - AUROC(other_labels, other_scores), two independent sets of films:
+  draw b resamples the patients of each (`patient_resamples`, this seed), so the first set's draws are those of
+  its own `bootstrap_intervals`. A draw where either AUROC is undefined is left out."""
+  labels, other_labels = np.asarray(labels).astype(bool), np.asarray(other_labels).astype(bool)
+  scores, other_scores = np.asarray(scores, np.float64), np.asarray(other_scores, np.float64)
+  differences = []
+  for films, others in zip(patient_resamples(patients, resamples, seed),
+                           patient_resamples(other_patients, resamples, seed + 1)):
+    a, b = roc_auc(labels[films], scores[films]), roc_auc(other_labels[others], other_scores[others])
+    differences.append(np.nan if a is None or b is None else a - b)
+  return _percentile_interval(differences, confidence)
+
+
 # --- Several targets at once (NIH's 14 findings): each target is reported as one binary task. ---
 def per_target_auc(labels: np.ndarray, scores: np.ndarray) -> list[float | None]:
-  """ROC AUC of each column of (N, K) labels and scores; None for a column with one class."""
-  return [roc_auc(labels[:, k], scores[:, k]) for k in range(labels.shape[1])]
+  """ROC AUC of each column of (N, K) labels and scores over the films labelled for it (a label below 0,
+  `findings.MISSING`, is no label); None for a column with one class."""
+  return [roc_auc(labels[known, k], scores[known, k]) for k in range(labels.shape[1])
+          for known in [labels[:, k] >= 0]]
 
 
 def mean_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -181,7 +199,7 @@ def mean_auc_interval(labels: np.ndarray, scores: np.ndarray, patients: list[str
   The mean is always over the same findings, those defined on the whole split: a draw in which one of them
   has a single class is left out, rather than averaging that draw over fewer findings.
   """
-  labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, np.float64)
+  labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
   kept = [k for k, auc in enumerate(per_target_auc(labels, scores)) if auc is not None]
   means = []
   for films in patient_resamples(patients, resamples, seed):

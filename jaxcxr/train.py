@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import jax
 import ml_collections
+import numpy as np
 
 from jaxcxr import augment, checkpoints, devices, evaluate, input_pipeline, optim, tensorboard, workdir
 from jaxcxr import config as config_lib
@@ -48,13 +49,14 @@ def class_weights(split: CachedSplit, class_balance: str) -> tuple[float | list[
   columns = split.labels.reshape(len(split), -1)
   if class_balance != input_pipeline.POS_WEIGHT:
     return ([1.0] * columns.shape[1],) * 2 if split.targets else (1.0, 1.0)
-  positives = columns.sum(axis=0)
+  positives = (columns == 1).sum(axis=0)
   if not split.targets:
     return float((len(split) - positives[0]) / positives[0]), 1.0
-  absent = [t for t, p in zip(split.targets, positives) if p in (0, len(split))]
+  known = np.maximum((columns >= 0).sum(axis=0), 1)  # a finding's labelled films (findings.MISSING masks one)
+  absent = [t for t, p, n in zip(split.targets, positives, known) if p in (0, n)]
   if absent:
     log.warning("training split has one class only for %s: it adds no loss", ", ".join(absent))
-  return [float(1.0 - p / len(split)) for p in positives], [float(p / len(split)) for p in positives]
+  return [float(1.0 - p / n) for p, n in zip(positives, known)], [float(p / n) for p, n in zip(positives, known)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +142,9 @@ def _end_epoch(run: Run, epoch: _Epoch, state: TrainState, batches: input_pipeli
             "ms_per_step": 1000.0 * epoch_s / epoch.steps,
             "data_wait_fraction": (batches.wait_s - epoch.wait_before_s) / epoch_s,
             "train_loss": float(sums["loss"]) / int(sums["count"]),
-            "train_accuracy": int(sums["correct"]) / (int(sums["count"]) * run.splits["train"].outputs),
+            # Over the decisions a label exists for: a masked finding is no decision (exact when each film is
+            # seen once an epoch, the expected count under sampling).
+            "train_accuracy": int(sums["correct"]) / (int(sums["count"]) * run.splits["train"].known_per_film),
             "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_auc": val["auc"]}
   if run.config.train.log_step_times:
     record["step_ms"] = epoch.step_ms

@@ -69,11 +69,13 @@ def weighted_bce(logits: jax.Array, labels: jax.Array, pos_weight: Any, neg_weig
   class imbalance.
 
   Logits and labels are (B,) for one target, (B, K) for K targets with the weights (K,) arrays, one per
-  target; a film's loss is then the mean over its targets.
+  target; a film's loss is then the mean over its targets. A label below 0 (`findings.MISSING`: a finding its
+  dataset does not label for the film) adds nothing, whatever the logit.
   """
+  known = labels >= 0
   labels = labels.astype(jnp.float32)
   weights = jnp.where(labels > 0.5, jnp.asarray(pos_weight, jnp.float32), jnp.asarray(neg_weight, jnp.float32))
-  loss = weights * optax.sigmoid_binary_cross_entropy(logits, labels)
+  loss = jnp.where(known, weights * optax.sigmoid_binary_cross_entropy(logits, labels), 0.0)
   return loss.reshape(loss.shape[0], -1).mean(axis=1)
 
 
@@ -106,7 +108,7 @@ def train_step(state: TrainState, batch: dict, *, pos_weight: Any, dtype: Any,
   finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
   bad = ~finite & (sums["first_nonfinite_step"] < 0)
   sums = {"loss": sums["loss"] + loss * n,
-          "correct": sums["correct"] + jnp.sum((logits > 0) == (batch["label"] > 0)),
+          "correct": sums["correct"] + jnp.sum(((logits > 0) == (batch["label"] > 0)) & (batch["label"] >= 0)),
           "count": sums["count"] + n,
           "first_nonfinite_step": jnp.where(bad, state.step, sums["first_nonfinite_step"])}
   return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, sums=sums)
@@ -122,7 +124,7 @@ def eval_step(state: TrainState, batch: dict, *, pos_weight: Any, dtype: Any,
   """
   logits = state.apply_fn(eval_variables(state), prepare_input(batch["image"], dtype), train=False)
   labels = batch["label"] > 0
-  mask = batch["mask"].reshape(batch["mask"].shape + (1,) * (labels.ndim - 1))
+  mask = batch["mask"].reshape(batch["mask"].shape + (1,) * (labels.ndim - 1)) & (batch["label"] >= 0)
   predicted = logits > 0
 
   def count(cond):

@@ -4,19 +4,24 @@ here only.
   config.json      the config the checkpoints were written with (what `predict` rebuilds the network from)
   metrics.jsonl    one record per epoch, rewritten from the checkpoint's history
   summary.json     the finished run: test report, timing, data; written last, so it marks the run complete
+  test_scores.npz  the test split's labels, logits and patients (what an external evaluation compares with)
   predictions/     what `predict` writes: <name>.csv and <name>/ explanations
 """
 
+import io
 import json
 import logging
 import pathlib
 
+import numpy as np
+
 from jaxcxr.errors import UserError
-from jaxcxr.fsutil import atomic_write_json, atomic_write_text
+from jaxcxr.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 CONFIG, METRICS, SUMMARY, PREDICTIONS = "config.json", "metrics.jsonl", "summary.json", "predictions"
+TEST_SCORES = "test_scores.npz"
 
 
 def write_history(workdir: pathlib.Path, history: list[dict]) -> None:
@@ -70,6 +75,36 @@ def previous_summary(workdir: pathlib.Path) -> dict | None:
   except UserError:
     log.warning("%s is damaged: the test split is reported again to rewrite it", workdir / SUMMARY)
     return None
+
+
+def write_test_scores(workdir: pathlib.Path, labels: np.ndarray, logits: np.ndarray, patients: list[str]) -> None:
+  """The test split's (N, targets) labels and logits, and each film's patient."""
+  buffer = io.BytesIO()
+  np.savez(buffer, labels=labels.reshape(len(labels), -1), logits=logits.reshape(len(labels), -1),
+           patients=np.asarray(patients, dtype=str))
+  atomic_write_bytes(workdir / TEST_SCORES, buffer.getvalue())
+
+
+def read_test_scores(workdir: pathlib.Path) -> dict | None:
+  """What `write_test_scores` wrote; None for a run from before it was written. UserError where it is damaged."""
+  path = workdir / TEST_SCORES
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path) as saved:
+      scores = {"labels": saved["labels"], "logits": saved["logits"], "patients": [str(p) for p in saved["patients"]]}
+  except (OSError, ValueError, KeyError, EOFError) as e:
+    raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); {rerun_fix(workdir)}") from e
+  if not len(scores["labels"]) == len(scores["logits"]) == len(scores["patients"]):
+    raise UserError(f"{path} is damaged (its arrays differ in length); {rerun_fix(workdir)}")
+  return scores
+
+
+def test_scores_intact(workdir: pathlib.Path) -> bool:
+  try:
+    return read_test_scores(workdir) is not None
+  except UserError:
+    return False
 
 
 def predictions_dir(workdir: pathlib.Path) -> pathlib.Path:

@@ -23,7 +23,7 @@ def test_the_tiny_variants_are_valid(network):
 BAD = [  # (key, value, what the message must say)
     ("data.image_size", 0, "data.image_size=0 must be at least 8"),
     ("data.image_size", -4, "data.image_size=-4 must be at least 8"),
-    ("data.dataset", "chexpert", "data.dataset='chexpert' must be one of nih, kermany, medmnist"),
+    ("data.dataset", "padchest", "data.dataset='padchest' must be one of nih, kermany, medmnist, chexpert, mimic"),
     ("data.aspect", "stretch", "data.aspect='stretch' must be one of pad, crop"),
     ("data.target", "Pneumonitis", "data.target='Pneumonitis' must be one of all, any, Atelectasis"),
     ("data.negatives", "others", "data.negatives='others' must be one of no_finding, rest"),
@@ -124,7 +124,7 @@ def test_combinations_that_cannot_work_are_refused():
     config_lib.validate(config)
   config = kermany.get_config()
   config.data.target = "all"
-  with pytest.raises(UserError, match="data.target='all' names NIH's 14 findings; data.dataset=kermany"):
+  with pytest.raises(UserError, match="data.target='all' names every finding of a multi-label dataset; data.dataset=kermany"):
     config_lib.validate(config)
 
 

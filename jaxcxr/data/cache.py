@@ -111,13 +111,18 @@ class CachedSplit:
     return max(len(self.targets), 1)
 
   @property
+  def known_per_film(self) -> float:
+    """Labelled targets per film, on average: `outputs` less the masked ones (`findings.MISSING`)."""
+    return float((self.labels >= 0).sum()) / max(len(self), 1)
+
+  @property
   def num_positive(self) -> int:
     """Films positive for the target (for any of the targets, when there are several)."""
     return int(self.labels.reshape(len(self), -1).max(axis=1).sum())
 
   def positives_per_target(self) -> dict[str, int]:
     """Positive films of each target of a multi-label task."""
-    return {t: int(n) for t, n in zip(self.targets, self.labels.reshape(len(self), -1).sum(axis=0))}
+    return {t: int(n) for t, n in zip(self.targets, (self.labels.reshape(len(self), -1) == 1).sum(axis=0))}
 
 
 def source_fingerprint(examples: pd.DataFrame, targets: tuple[str, ...] = ()) -> str:

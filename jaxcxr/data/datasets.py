@@ -2,7 +2,8 @@
 
 `data.dataset` picks the reader: `nih` (ChestX-ray14 layout; also the embedded
 synthetic default), `kermany` (class-per-folder trees such as Kermany's
-chest_xray/) or `medmnist` (PneumoniaMNIST-style .npz). Every reader returns
+chest_xray/), `medmnist` (PneumoniaMNIST-style .npz), `chexpert` or `mimic`
+(MIMIC-CXR-JPG; both labelled by the CheXpert labeler). Every reader returns
 the same `splits.Examples`, so nothing below this registry knows which one ran.
 """
 
@@ -10,19 +11,31 @@ import logging
 import pathlib
 
 import ml_collections
+import numpy as np
+import pandas as pd
 
-from jaxcxr.data import cache, folders, medmnist, nih, splits, synthetic
+from jaxcxr.data import cache, chexpert, findings, folders, medmnist, mimic, nih, splits, synthetic
 from jaxcxr.errors import UserError
 
 log = logging.getLogger(__name__)
 
 NIH = "nih"  # also the format of the embedded synthetic default
-READERS = {NIH: nih.read, "kermany": folders.read, "medmnist": medmnist.read}
+CHEXPERT, MIMIC = "chexpert", "mimic"
+READERS = {NIH: nih.read, "kermany": folders.read, "medmnist": medmnist.read, CHEXPERT: chexpert.read,
+           MIMIC: mimic.read}
 DATASETS = tuple(READERS)
 READS_A_FILE = ("medmnist",)  # a MedMNIST --data_dir may be its .npz itself
-# What each logit of a run predicts, by name: NIH's findings, a class folder, MedMNIST's label 1.
+TITLES = {NIH: "NIH", "kermany": "Kermany", "medmnist": "MedMNIST", CHEXPERT: "CheXpert", MIMIC: "MIMIC-CXR"}
+LABELER = (CHEXPERT, MIMIC)  # labelled by the CheXpert labeler: data.uncertain applies
+# What data.views may list, per dataset that records views; a group name stands for several values.
+VIEWS = {NIH: nih.VIEWS, CHEXPERT: chexpert.VIEWS, MIMIC: mimic.VIEWS}
+VIEW_GROUPS = {CHEXPERT: chexpert.VIEW_GROUPS, MIMIC: chexpert.VIEW_GROUPS}
+# What each logit of a run predicts, by name: NIH's findings, a class folder, MedMNIST's label 1, the labeler's.
 _TARGET_NAMES = {NIH: lambda d: nih.targets_of(d.target) or (d.target,), "kermany": lambda d: (d.positive_class,),
-                 "medmnist": lambda d: ("positive",)}
+                 "medmnist": lambda d: ("positive",),
+                 **{name: lambda d: findings.labeler_targets(d.target) or (d.target,) for name in LABELER}}
+# What data.target may name, per dataset; the others have one target each (data.positive_class for kermany).
+TARGETS = {NIH: nih.TARGETS, **{name: findings.labeler_target_choices() for name in LABELER}}
 
 
 def target_names(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -79,36 +92,63 @@ def read(data_cfg: ml_collections.ConfigDict, root: pathlib.Path, check_leaks: b
 
 
 def views_of(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The views data.views lists, as they are spelled in the table (a group such as CheXpert's `frontal` opened)."""
+  groups = VIEW_GROUPS.get(data_cfg.dataset, {})
+  return tuple(dict.fromkeys(value for v in listed_views(data_cfg) for value in groups.get(v, (v,))))
+
+
+def listed_views(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The names data.views lists, as written."""
   return tuple(v.strip() for v in data_cfg.views.split(",") if v.strip())
 
 
 def load_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
                 workdir: pathlib.Path) -> dict[str, cache.CachedSplit]:
   """Reads, splits and caches the dataset; every split is non-empty when this returns."""
-  cache_dir = cache_dir_for(data_cfg, workdir)
+  cached = cache_splits(data_cfg, data_dir, cache_dir_for(data_cfg, workdir))
+  train = cached["train"]
+  if not train.targets and train.num_positive in (0, len(train)):
+    raise UserError(f"the training split holds {'no' if train.num_positive == 0 else 'only'} positive films "
+                    f"({len(train)} films after data.target={data_cfg.target!r}, data.negatives="
+                    f"{data_cfg.negatives!r}), so there is nothing to learn; check the labels or the target")
+  return cached
+
+
+WHOLE = "all"  # `cache_splits`'s one split of every film, whatever its published split (external validation)
+
+
+def cache_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None, cache_dir: pathlib.Path,
+                 which: tuple[str, ...] = splits.SPLITS) -> dict[str, cache.CachedSplit]:
+  """The splits `which` names (or WHOLE, every film at once), read, selected and cached; each non-empty."""
   root = resolve_source(data_cfg, data_dir, cache_dir)
   examples = read(data_cfg, root)
   selected = splits.select_examples(examples.table, views_of(data_cfg), examples.targets)
-  if len(selected) and selected["path"].isna().all():
+  if len(selected) and selected["path"].isna().all() and not examples.decoded:
     raise UserError(f"no image files found for the metadata in {root}: expected images/*.png or "
-                    "images_001/images/*.png beside the CSV (NIH), or class folders (kermany)")
+                    "images_001/images/*.png beside the CSV (NIH), class folders (kermany), or the films the CSVs "
+                    "name below it (chexpert: train/ valid/; mimic: files/)")
   cached, bad = {}, []
-  for name in splits.SPLITS:
-    rows = selected[selected["split"] == name]
+  for name in which:
+    rows = selected if name == WHOLE else selected[selected["split"] == name]
     if rows.empty:
       raise UserError(f"split {name!r} is empty after applying data.target={data_cfg.target!r}, "
                       f"data.negatives={data_cfg.negatives!r}, data.views={data_cfg.views!r}; "
                       "loosen the filters or check the split lists")
+    films = None if name == WHOLE else examples.films(name, rows)
+    if name == WHOLE and examples.decoded:
+      films = np.concatenate([examples.films(s, selected[selected["split"] == s]) for s in splits.SPLITS])
+      rows = pd.concat([selected[selected["split"] == s] for s in splits.SPLITS])
     try:
       split = cached[name] = cache.build_or_load(rows, name, cache_dir, data_cfg.image_size, data_cfg.aspect,
                                                  data_cfg.on_bad_image, data_cfg.workers or None,
-                                                 films=examples.films(name, rows), targets=examples.targets)
+                                                 films=films, targets=examples.targets)
     except cache.BadImages as e:  # go on, so one run lists the bad films of every split
       bad.append(e)
       continue
     log.info("split %-5s %6d images, %5d positive (%.1f%%), %d skipped", name, len(split),
              split.num_positive, 100.0 * split.num_positive / len(split), split.skipped)
-    one_class = [t for t, n in split.positives_per_target().items() if n in (0, len(split))]
+    one_class = [t for t, n in split.positives_per_target().items()
+                 if n in (0, int((split.labels[:, split.targets.index(t)] >= 0).sum()))]
     if split.num_positive in (0, len(split)) or one_class:
       log.warning("split %r has only one class%s: AUC is undefined on it", name,
                   f" for {len(one_class)} finding(s) ({', '.join(one_class)})" if one_class else "")
@@ -119,9 +159,4 @@ def load_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
                     f"{', '.join(f'{e.count} in {e.split}' for e in bad)} (first: {bad[0].first}; all listed in "
                     f"{', '.join(str(e.listing) for e in bad)}); fix or remove them, or pass "
                     "--config.data.on_bad_image=skip")
-  train = cached["train"]
-  if not train.targets and train.num_positive in (0, len(train)):
-    raise UserError(f"the training split holds {'no' if train.num_positive == 0 else 'only'} positive films "
-                    f"({len(train)} films after data.target={data_cfg.target!r}, data.negatives="
-                    f"{data_cfg.negatives!r}), so there is nothing to learn; check the labels or the target")
   return cached

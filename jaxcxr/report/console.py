@@ -27,7 +27,7 @@ def summary_text(summary: dict) -> str:
   """The test split's figures (one target: its confusion matrix and metrics; several: the AUROC per finding),
   the localisation check and the timing, as printed at the end of a run."""
   t = summary["test"]
-  lines = [*_heading(summary), evaluation_table(t).text()]
+  lines = [*_heading(summary), evaluation_table(t, summary["config"]["data"]["dataset"]).text()]
   if "findings" in t:
     rule = t["findings"][t["targets"][0]]["threshold"]["rule"]
     lines.append(f"  accuracy, precision, recall, specificity and F1 per finding (at eval.threshold={rule}) are "

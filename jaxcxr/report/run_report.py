@@ -30,7 +30,7 @@ KINDS = ("true positive", "false positive", "false negative", "true negative")
 class TestScores:
   """The test split as the report draws it: one column per target."""
   targets: tuple[str, ...]
-  labels: np.ndarray      # (N, targets) 0/1
+  labels: np.ndarray      # (N, targets) 0/1, findings.MISSING (-1) where a film is not labelled for a target
   scores: np.ndarray      # (N, targets) probabilities
   called: np.ndarray      # (N, targets) 0/1 at each target's operating point
   thresholds: tuple[float, ...]
@@ -48,10 +48,11 @@ class GalleryFilm:
 def gallery_picks(labels: np.ndarray, scores: np.ndarray, called: np.ndarray,
                   per_kind: int = 2) -> list[tuple[int, str]]:
   """(index, kind) of the test films to show: of each kind, the `per_kind` the network was surest of (highest
-  scores among those called positive, lowest among those called negative)."""
-  labels, called = labels.astype(bool), called.astype(bool)
+  scores among those called positive, lowest among those called negative); unlabelled films are never shown."""
+  known, labels, called = labels >= 0, labels > 0, called.astype(bool)
   picks = []
-  for kind, mask, surest_first in zip(KINDS, (labels & called, ~labels & called, labels & ~called, ~labels & ~called),
+  for kind, mask, surest_first in zip(KINDS, (labels & called, ~labels & called & known, labels & ~called,
+                                              ~labels & ~called & known),
                                       (-scores, -scores, scores, scores)):
     chosen = np.flatnonzero(mask)
     picks += [(int(i), kind) for i in chosen[np.argsort(surest_first[chosen], kind="stable")][:per_kind]]
@@ -60,7 +61,7 @@ def gallery_picks(labels: np.ndarray, scores: np.ndarray, called: np.ndarray,
 
 def gallery_target(test: TestScores) -> int:
   """Which target the gallery explains: the only one, or the finding with the most test positives."""
-  return int(np.argmax(test.labels.sum(axis=0)))
+  return int(np.argmax((test.labels == 1).sum(axis=0)))
 
 
 def test_scores(network: TrainedNetwork, split: CachedSplit, logits: np.ndarray) -> TestScores:
@@ -142,7 +143,7 @@ def _test_section(summary: dict, test: TestScores) -> list[str]:
   parts = [html.paragraph(f"{len(test.labels)} test films; operating point chosen on validation "
                           f"(eval.threshold={summary['config']['eval']['threshold']})"
                           + (f"; {confidence:.0%} intervals over patient resamples." if confidence else ".")),
-           html.table(evaluation_table(t))]
+           html.table(evaluation_table(t, summary["config"]["data"]["dataset"]))]
   calibrated = calibration_table(t)
   if calibrated is not None:
     parts += [html.paragraph(f"Calibration (eval.calibration={summary['config']['eval']['calibration']}): the "
@@ -151,16 +152,17 @@ def _test_section(summary: dict, test: TestScores) -> list[str]:
   parts += [html.paragraph(f"note: {n}", note=True) for n in t["notes"]]
   curves, pr_curves, points, pr_points, prevalence = {}, {}, {}, {}, {}
   for k, name in enumerate(test.targets):
-    roc, pr = metrics.roc_curve(test.labels[:, k], test.scores[:, k]), \
-        metrics.precision_recall_curve(test.labels[:, k], test.scores[:, k])
+    known = test.labels[:, k] >= 0  # the films labelled for this finding
+    labels, scores = test.labels[known, k], test.scores[known, k]
+    roc, pr = metrics.roc_curve(labels, scores), metrics.precision_recall_curve(labels, scores)
     auc = t["findings"][name]["auc"] if "findings" in t else t["auc"]  # the table's figure, not recomputed
     label = f"{name} (AUROC {fmt(auc, '.3f')})"
-    tn, fp, fn, tp = metrics.confusion(test.labels[:, k], test.called[:, k])
+    tn, fp, fn, tp = metrics.confusion(labels, test.called[known, k])
     if roc is not None:
       curves[label] = roc
       points[label] = (fp / (fp + tn), tp / (tp + fn))
     if pr is not None:
-      pr_curves[label], prevalence[label] = pr, float(test.labels[:, k].mean())
+      pr_curves[label], prevalence[label] = pr, float(labels.mean())
       if tp + fp:
         pr_points[label] = (tp / (tp + fn), tp / (tp + fp))
   if curves:
@@ -175,8 +177,9 @@ def _test_section(summary: dict, test: TestScores) -> list[str]:
                             "confusion matrix", "Counts at the operating point (row shares in brackets).",
                             width=CHART_WIDTH))
   pooled = " (every finding pooled)" if len(test.targets) > 1 else ""
-  curves = {"before calibration": metrics.reliability(test.labels, test.uncalibrated),
-            "after calibration": metrics.reliability(test.labels, test.scores)}
+  known = test.labels >= 0
+  curves = {"before calibration": metrics.reliability(test.labels[known], test.uncalibrated[known]),
+            "after calibration": metrics.reliability(test.labels[known], test.scores[known])}
   method = summary["config"]["eval"].get("calibration", calibration.NONE)
   parts.append(html.image(figures.reliability(curves, "Calibration, test split" + pooled), "reliability diagram",
                           f"Observed fraction of positives against the predicted probability, in ten bins{pooled}, "
