@@ -115,7 +115,7 @@ def _evaluate_and_report(trained: train.Trained, used: list[jax.Device], data_di
     # Every process computes the maps (they are collectives); the first writes them.
     summary["localisation"] = run_report.localisation(
         network, splits["test"], datasets.synthetic_opacities(config.data, data_dir, run.workdir),
-        config.data.synthetic.image_size)
+        config.data.synthetic.image_size, datasets.localisation_boxes(config.data, data_dir, splits["test"].image_ids))
     logits = test_logits.reshape(len(splits["test"]), -1)
     scores = run_report.test_scores(network, splits["test"], logits)
     report = scores, run_report.gallery(network, splits["test"], scores, logits)

@@ -67,3 +67,12 @@ def peak_inside(heatmap: np.ndarray, opacity: tuple[float, float, float], film_s
   row, col = ((opacity[0] + 0.5) * scale - 0.5, (opacity[1] + 0.5) * scale - 0.5)  # pixel centres, as resizing
   peak_row, peak_col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
   return bool((peak_row - row) ** 2 + (peak_col - col) ** 2 <= (2.0 * opacity[2] * scale) ** 2)
+
+
+def peak_in_boxes(heatmap: np.ndarray, boxes: list[tuple[float, float, float, float]], film_size: int) -> bool:
+  """The pointing game: whether the heatmap's peak pixel has its centre inside one of the boxes (x, y, width,
+  height in the pixels of the square film, `film_size` a side, that the heatmap was computed over)."""
+  scale = heatmap.shape[0] / film_size
+  peak_row, peak_col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+  row, col = (peak_row + 0.5) / scale, (peak_col + 0.5) / scale
+  return any(x <= col <= x + w and y <= row <= y + h for x, y, w, h in boxes)

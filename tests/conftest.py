@@ -73,13 +73,13 @@ def default_run(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def chexpert_dir(tmp_path_factory) -> pathlib.Path:
-  """A generated CheXpert-v1.0-small folder (tests/labeler_data.py): tests read it and change nothing in it."""
-  from tests import labeler_data  # pylint: disable=g-import-not-at-top
-  return labeler_data.write_chexpert(tmp_path_factory.mktemp("chexpert") / "CheXpert-v1.0-small")
+  """A generated CheXpert-v1.0-small folder (tests/release_data.py): tests read it and change nothing in it."""
+  from tests import release_data  # pylint: disable=g-import-not-at-top
+  return release_data.write_chexpert(tmp_path_factory.mktemp("chexpert") / "CheXpert-v1.0-small")
 
 
 @pytest.fixture(scope="session")
 def mimic_dir(tmp_path_factory) -> pathlib.Path:
-  """A generated MIMIC-CXR-JPG folder (tests/labeler_data.py): tests read it and change nothing in it."""
-  from tests import labeler_data  # pylint: disable=g-import-not-at-top
-  return labeler_data.write_mimic(tmp_path_factory.mktemp("mimic-cxr-jpg"))
+  """A generated MIMIC-CXR-JPG folder (tests/release_data.py): tests read it and change nothing in it."""
+  from tests import release_data  # pylint: disable=g-import-not-at-top
+  return release_data.write_mimic(tmp_path_factory.mktemp("mimic-cxr-jpg"))

@@ -3,7 +3,8 @@
 `data.dataset` picks the reader: `nih` (ChestX-ray14 layout; also the embedded
 synthetic default), `kermany` (class-per-folder trees such as Kermany's
 chest_xray/), `medmnist` (PneumoniaMNIST-style .npz), `chexpert` or `mimic`
-(MIMIC-CXR-JPG; both labelled by the CheXpert labeler). Every reader returns
+(MIMIC-CXR-JPG; both labelled by the CheXpert labeler), or `rsna` (the RSNA
+Pneumonia Detection Challenge's DICOMs and boxes). Every reader returns
 the same `splits.Examples`, so nothing below this registry knows which one ran.
 """
 
@@ -14,28 +15,29 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from jaxcxr.data import cache, chexpert, findings, folders, medmnist, mimic, nih, splits, synthetic
+from jaxcxr.data import cache, chexpert, findings, folders, medmnist, mimic, nih, rsna, splits, synthetic
 from jaxcxr.errors import UserError
 
 log = logging.getLogger(__name__)
 
 NIH = "nih"  # also the format of the embedded synthetic default
-CHEXPERT, MIMIC = "chexpert", "mimic"
+CHEXPERT, MIMIC, RSNA = "chexpert", "mimic", "rsna"
 READERS = {NIH: nih.read, "kermany": folders.read, "medmnist": medmnist.read, CHEXPERT: chexpert.read,
-           MIMIC: mimic.read}
+           MIMIC: mimic.read, RSNA: rsna.read}
 DATASETS = tuple(READERS)
 READS_A_FILE = ("medmnist",)  # a MedMNIST --data_dir may be its .npz itself
-TITLES = {NIH: "NIH", "kermany": "Kermany", "medmnist": "MedMNIST", CHEXPERT: "CheXpert", MIMIC: "MIMIC-CXR"}
+TITLES = {NIH: "NIH", "kermany": "Kermany", "medmnist": "MedMNIST", CHEXPERT: "CheXpert", MIMIC: "MIMIC-CXR",
+          RSNA: "RSNA Pneumonia"}
 LABELER = (CHEXPERT, MIMIC)  # labelled by the CheXpert labeler: data.uncertain applies
 # What data.views may list, per dataset that records views; a group name stands for several values.
 VIEWS = {NIH: nih.VIEWS, CHEXPERT: chexpert.VIEWS, MIMIC: mimic.VIEWS}
 VIEW_GROUPS = {CHEXPERT: chexpert.VIEW_GROUPS, MIMIC: chexpert.VIEW_GROUPS}
 # What each logit of a run predicts, by name: NIH's findings, a class folder, MedMNIST's label 1, the labeler's.
 _TARGET_NAMES = {NIH: lambda d: nih.targets_of(d.target) or (d.target,), "kermany": lambda d: (d.positive_class,),
-                 "medmnist": lambda d: ("positive",),
+                 "medmnist": lambda d: ("positive",), RSNA: lambda d: (rsna.TARGET,),
                  **{name: lambda d: findings.labeler_targets(d.target) or (d.target,) for name in LABELER}}
 # What data.target may name, per dataset; the others have one target each (data.positive_class for kermany).
-TARGETS = {NIH: nih.TARGETS, **{name: findings.labeler_target_choices() for name in LABELER}}
+TARGETS = {NIH: nih.TARGETS, **{name: findings.labeler_target_choices() for name in LABELER}, RSNA: (rsna.TARGET,)}
 
 
 def target_names(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -76,6 +78,15 @@ def synthetic_opacities(data_cfg: ml_collections.ConfigDict, data_dir: str | Non
     return None
   spec = synthetic.SyntheticSpec(**data_cfg.synthetic.to_dict())
   return synthetic.read_opacities(synthetic.dataset_folder(cache_dir_for(data_cfg, workdir), spec))
+
+
+def localisation_boxes(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
+                       image_ids: list[str]) -> dict[str, list[tuple[float, float, float, float]]] | None:
+  """The radiologists' boxes of the films `image_ids`, in the cached films' pixels, where the dataset has them
+  (RSNA); None for the others."""
+  if data_cfg.dataset != RSNA or not data_dir:
+    return None
+  return rsna.boxes_in_film(pathlib.Path(data_dir).expanduser(), image_ids, data_cfg.image_size, data_cfg.aspect)
 
 
 def _readable(path: pathlib.Path) -> bool:

@@ -2,7 +2,10 @@
 
 Reports, overall, per published split and per training split: images,
 patients, positives, negatives, films the label policy leaves out, views,
-listed films missing on disk, and how many patients two splits share.
+listed films missing on disk, and how many patients two splits share. For a
+dataset of several findings, also each finding of the common label space
+(`findings.COMMON`): its positive, negative and uncertain films, or that the
+dataset does not label it (missing: masked, never negative).
 """
 
 import itertools
@@ -11,7 +14,7 @@ import pathlib
 import ml_collections
 import pandas as pd
 
-from jaxcxr.data import datasets, splits
+from jaxcxr.data import datasets, findings, splits
 from jaxcxr.fsutil import atomic_write_json
 
 
@@ -31,6 +34,22 @@ def shared_patients(table: pd.DataFrame, column: str) -> dict[str, int]:
   return {f"{a}/{b}": len(groups[a] & groups[b]) for a, b in itertools.combinations(sorted(groups), 2)}
 
 
+def label_space(data_cfg: ml_collections.ConfigDict, root: pathlib.Path) -> dict[str, dict[str, int] | None]:
+  """Per finding of the common label space, the films positive, negative and uncertain for it (read with every
+  finding, uncertain ones masked); None for a finding the dataset does not label."""
+  every = ml_collections.ConfigDict({**data_cfg.to_dict(), "target": "all", "uncertain": "ignore"})
+  examples = datasets.read(every, root, check_leaks=False)
+  out = {}
+  for finding in findings.COMMON:
+    if finding not in examples.targets:
+      out[finding] = None
+      continue
+    column = examples.table.loc[examples.table["label"].notna(), finding]
+    out[finding] = {"positives": int((column == 1).sum()), "negatives": int((column == 0).sum()),
+                    "uncertain": int((column == findings.MISSING).sum())}
+  return out
+
+
 def describe(data_cfg: ml_collections.ConfigDict, data_dir: str | None, workdir: pathlib.Path) -> dict:
   """The dataset report as a dict; see the module docstring."""
   root = datasets.resolve_source(data_cfg, data_dir, datasets.cache_dir_for(data_cfg, workdir))
@@ -42,6 +61,8 @@ def describe(data_cfg: ml_collections.ConfigDict, data_dir: str | None, workdir:
             "published_shared_patients": shared_patients(table, "official_split"),
             "splits": {k: summarize(v) for k, v in selected.groupby("split")},
             "shared_patients": shared_patients(selected, "split")}
+  if data_cfg.dataset in datasets.TARGETS:
+    report["label_space"] = label_space(data_cfg, root)
   if "labels" in table:
     report["findings"] = {str(k): int(v) for k, v in
                           table["labels"].str.split("|").explode().str.strip().value_counts().items()}
@@ -65,6 +86,14 @@ def render(report: dict) -> str:
   for title, shared in (("published", report["published_shared_patients"]), ("training", report["shared_patients"])):
     lines.append(f"patients shared between {title} splits: " +
                  (", ".join(f"{k} {v}" for k, v in shared.items()) or "n/a"))
+  if "label_space" in report:
+    space = report["label_space"]
+    width = max(map(len, space))
+    lines.append(f"{'finding'.ljust(width)}  positives  negatives  uncertain")
+    lines += [f"{name.ljust(width)}  " + ("missing: not labelled by this dataset (masked)" if counts is None else
+                                          "  ".join(str(counts[k]).rjust(9) for k in ("positives", "negatives",
+                                                                                       "uncertain")))
+              for name, counts in space.items()]
   return "\n".join(lines)
 
 

@@ -60,6 +60,16 @@ def _square(img: Image.Image, aspect: str) -> Image.Image:
   return canvas
 
 
+def fitted_box(box: tuple[float, float, float, float], width: int, height: int, size: int,
+               aspect: str = "pad") -> tuple[float, float, float, float]:
+  """A box (x, y, width, height) in a width x height film's own pixels, in the pixels of the (size, size) film
+  `fit` makes of it (`_square`'s padding or crop, then the resize)."""
+  side = max(width, height) if aspect == "pad" else min(width, height)
+  left, top, scale = (width - side) // 2, (height - side) // 2, size / side
+  x, y, w, h = box
+  return ((x - left) * scale, (y - top) * scale, w * scale, h * scale)
+
+
 def load_film(path: str | os.PathLike, size: int, aspect: str = "pad") -> np.ndarray:
   """Decodes `path` and returns a (size, size) uint8 array; raises BadImageError on any bad file."""
   return load_film_with_metadata(path, size, aspect)[0]

@@ -40,7 +40,8 @@ def summary_text(summary: dict) -> str:
   found = summary.get("localisation")
   if found:
     n = found["films"]
-    lines.append(f"Explanations: of {n} test films with one opacity, the map peaks inside it for "
+    where = "a radiologists' box" if found.get("truth") == "boxes" else "one opacity"
+    lines.append(f"Explanations: of {n} test films with {where}, the map peaks inside it for "
                  + ", ".join(f"{k} ({k / n:.0%}) with {method}" for method, k in found["inside"].items()))
   timing = summary["timing"]
   lines.append(f"Timing on {summary['device']['device_kind']} ({summary['device']['platform']}): "

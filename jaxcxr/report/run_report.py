@@ -8,13 +8,14 @@ localisation check apply the final network (`inference.TrainedNetwork`) to the t
 """
 
 import dataclasses
+import functools
 import json
 import pathlib
 
 import numpy as np
 
 from jaxcxr import calibration, explain, metrics
-from jaxcxr.data import synthetic
+from jaxcxr.data import rsna, synthetic
 from jaxcxr.data.cache import CachedSplit
 from jaxcxr.inference import TrainedNetwork
 from jaxcxr.report import figures, html
@@ -83,20 +84,30 @@ def gallery(network: TrainedNetwork, split: CachedSplit, test: TestScores, logit
 
 
 def localisation(network: TrainedNetwork, split: CachedSplit,
-                 opacities: dict[str, list[tuple[float, float, float]]] | None, film_size: int) -> dict | None:
-  """On the synthetic films (`opacities` by film, drawn at `film_size` px): of the test films with one opacity,
-  how many have their map (each `explain` method's) peak inside it. None for real data."""
-  if not opacities or synthetic.OPACITY_FINDING not in network.readout.targets:
+                 opacities: dict[str, list[tuple[float, float, float]]] | None, film_size: int,
+                 boxes: dict[str, list[tuple[float, float, float, float]]] | None = None) -> dict | None:
+  """Whether the maps (each `explain` method's) point at the finding, on the test films where its place is known:
+  on the synthetic films (`opacities` by film, drawn at `film_size` px), of the films with one opacity, how many
+  have their map peak inside it; with the radiologists' `boxes` (RSNA; in the cached films' pixels), of the films
+  with boxes, how many have it peak inside one (the pointing game). None where neither is known."""
+  if boxes:
+    ids = {name: i for i, name in enumerate(split.image_ids)}
+    known = [(ids[name], regions) for name, regions in boxes.items() if name in ids]
+    inside_of = functools.partial(explain.peak_in_boxes, film_size=split.images.shape[1])
+    truth, finding = "boxes", rsna.TARGET
+  elif opacities and synthetic.OPACITY_FINDING in network.readout.targets:
+    known = [(i, opacities[name][0]) for i, name in enumerate(split.image_ids) if len(opacities.get(name, ())) == 1]
+    inside_of = functools.partial(explain.peak_inside, film_size=film_size)
+    truth, finding = "opacities", synthetic.OPACITY_FINDING
+  else:
     return None
-  single = [(i, opacities[name][0]) for i, name in enumerate(split.image_ids) if len(opacities.get(name, ())) == 1]
-  if not single:
+  if not known:
     return None
-  films = np.stack([split.images[i] for i, _ in single])
-  targets = np.full(len(single), network.readout.targets.index(synthetic.OPACITY_FINDING))
-  inside = {method: sum(explain.peak_inside(h, o, film_size)
-                        for h, (_, o) in zip(network.heatmaps(films, targets, method), single))
+  films = np.stack([split.images[i] for i, _ in known])
+  targets = np.full(len(known), network.readout.targets.index(finding))
+  inside = {method: sum(inside_of(h, where) for h, (_, where) in zip(network.heatmaps(films, targets, method), known))
             for method in explain.METHODS}
-  return {"films": len(single), "inside": {method: int(n) for method, n in inside.items()}}
+  return {"films": len(known), "inside": {method: int(n) for method, n in inside.items()}, "truth": truth}
 
 
 def _run_section(workdir: pathlib.Path, summary: dict) -> list[str]:
@@ -205,8 +216,11 @@ def _gallery_section(gallery: list[GalleryFilm], target: str, localisation: dict
   if localisation:
     n = localisation["films"]
     found = "; ".join(f"{method} on {k} of {n} ({k / n:.0%})" for method, k in localisation["inside"].items())
-    parts.append(html.paragraph(f"Localisation on the synthetic test films with one opacity: the map peaks "
-                                f"inside the opacity (within two sigmas of its centre) with {found}."))
+    parts.append(html.paragraph(
+        f"Localisation on the test films with the radiologists' boxes (the pointing game): the map peaks inside a "
+        f"box with {found}." if localisation.get("truth") == "boxes" else
+        f"Localisation on the synthetic test films with one opacity: the map peaks inside the opacity (within two "
+        f"sigmas of its centre) with {found}."))
   for kind in KINDS:
     films = [g for g in gallery if g.kind == kind]
     if films:

@@ -1,5 +1,5 @@
 """CheXpert and MIMIC-CXR-JPG, the CheXpert labeler's value codes, the uncertain policies and the masks of the
-common label space, on files in the published layouts (tests/labeler_data.py; docs/data.md cites the formats)."""
+common label space, on files in the published layouts (tests/release_data.py; docs/data.md cites the formats)."""
 
 import gzip
 import logging
@@ -13,7 +13,7 @@ from jaxcxr import evaluate, metrics, train, train_step
 from jaxcxr.configs import tiny
 from jaxcxr.data import cache, chexpert, datasets, findings, mimic, splits
 from jaxcxr.errors import UserError
-from tests.labeler_data import LABELER_COLUMNS
+from tests.release_data import LABELER_COLUMNS
 from tests.support import plain_film, train_run
 
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(LABELER_COLUMNS)

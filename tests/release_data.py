@@ -1,8 +1,10 @@
-"""Generated CheXpert and MIMIC-CXR-JPG folders in the published layouts, column names and value codes (see
-docs/data.md), with the synthetic default's drawn films: a "Pneumonia" film carries the drawn opacities.
+"""Generated CheXpert, MIMIC-CXR-JPG and RSNA Pneumonia folders in the published layouts, column names and value
+codes (see docs/data.md), with the synthetic default's drawn films: a "Pneumonia" film carries the drawn
+opacities (and, for RSNA, a box around each).
 
-  python -m tests.labeler_data chexpert /tmp/CheXpert-v1.0-small
-  python -m tests.labeler_data mimic /tmp/mimic-cxr-jpg
+  python -m tests.release_data chexpert /tmp/CheXpert-v1.0-small
+  python -m tests.release_data mimic /tmp/mimic-cxr-jpg
+  python -m tests.release_data rsna /tmp/rsna-pneumonia
 """
 
 import gzip
@@ -12,7 +14,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from jaxcxr.data import mimic, synthetic
+from jaxcxr.data import mimic, rsna, synthetic
+from tests.support import write_dicom
 
 LABELER_COLUMNS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
                    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
@@ -90,8 +93,34 @@ def write_mimic(root: pathlib.Path, patients: int = 40, size: int = 64, seed: in
   return root
 
 
+def write_rsna(root: pathlib.Path, films: int = 80, size: int = 96, seed: int = 0) -> pathlib.Path:
+  """`root` as the challenge's stage 2 training set unpacks: the labels and class CSVs and a folder of DICOMs
+  (CR, 8-bit MONOCHROME2), about 40% with pneumonia, each drawn opacity boxed at two sigmas from its centre."""
+  rng = np.random.default_rng(seed)
+  (root / rsna.IMAGES).mkdir(parents=True, exist_ok=True)
+  labels, classes = ["patientId,x,y,width,height,Target"], ["patientId,class"]
+  for _ in range(films):
+    pid = "-".join(f"{int(rng.integers(0, 16**k)):0{k}x}" for k in (8, 4, 4, 4, 12))
+    pneumonia = rng.uniform() < 0.4
+    film, opacities = synthetic.render_film_with_opacities(rng, size, pneumonia)
+    write_dicom(root / rsna.IMAGES / f"{pid}.dcm", np.round(film * 255).astype(np.uint8), Modality="CR",
+                BodyPartExamined="CHEST", ViewPosition=str(rng.choice(["PA", "AP"])))
+    if pneumonia:
+      for row, col, sigma in opacities:
+        x, y = max(col - 2 * sigma, 0.0), max(row - 2 * sigma, 0.0)
+        w, h = min(col + 2 * sigma, size) - x, min(row + 2 * sigma, size) - y
+        labels.append(f"{pid},{x:.1f},{y:.1f},{w:.1f},{h:.1f},1")
+        classes.append(f"{pid},Lung Opacity")
+    else:
+      labels.append(f"{pid},,,,,0")
+      classes.append(f"{pid},{rng.choice(['Normal', 'No Lung Opacity / Not Normal'], p=[0.7, 0.3])}")
+  (root / rsna.LABELS).write_text("\n".join(labels) + "\n")
+  (root / rsna.CLASSES).write_text("\n".join(classes) + "\n")
+  return root
+
+
 if __name__ == "__main__":
   kind, folder = sys.argv[1], pathlib.Path(sys.argv[2])
   folder.mkdir(parents=True, exist_ok=True)
-  {"chexpert": write_chexpert, "mimic": write_mimic}[kind](folder)
+  {"chexpert": write_chexpert, "mimic": write_mimic, "rsna": write_rsna}[kind](folder)
   print(f"wrote a generated {kind} folder in {folder}")
