@@ -44,25 +44,42 @@ def _within(value, low: float, high: float, closed_high: bool = False) -> tuple[
   return ok, f"must be in [{low:g}, {high:g}{']' if closed_high else ')'}"
 
 
-def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tuple[bool, str]]]:
-  yield "data.dataset", d.dataset, _choice(d.dataset, datasets.DATASETS)
-  yield "data.image_size", d.image_size, _at_least(d.image_size, MIN_IMAGE_SIZE)
-  yield "data.aspect", d.aspect, _choice(d.aspect, images.ASPECT_MODES)
+def _dataset_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tuple[bool, str]]]:
+  """The keys whose valid values depend on the dataset: data.target, data.negatives and data.views."""
   views = datasets.listed_views(d)
-  if d.dataset in datasets.TARGETS:
-    yield "data.target", d.target, _choice(d.target, datasets.TARGETS[d.dataset])
+  choices = datasets.target_choices(d)
+  if choices is not None:
+    yield "data.target", d.target, _choice(d.target, choices)
     yield "data.negatives", d.negatives, _choice(d.negatives, nih.NEGATIVE_POLICIES)
   elif d.target == nih.ALL_FINDINGS:
-    yield "data.target", d.target, (False, f"names every finding of a multi-label dataset; data.dataset={d.dataset} has one "
-                                               "target")
-  if d.dataset in datasets.VIEWS:
+    yield "data.target", d.target, (False, "names every finding of a multi-label dataset; "
+                                           f"data.dataset={d.dataset} has one target")
+  if datasets.is_joint(d):
+    yield "data.views", d.views, (not views, "filters one dataset's views; leave it empty for a joint dataset")
+  elif d.dataset in datasets.VIEWS:
     known = datasets.VIEWS[d.dataset]
     yield "data.views", d.views, (set(views) <= set(known),
-                                  f"must list {datasets.TITLES[d.dataset]}'s views, {', '.join(known)} (as the CSV spells them), "
-                                  "comma-separated, or be empty for all")
+                                  f"must list {datasets.TITLES[d.dataset]}'s views, {', '.join(known)} (as the CSV "
+                                  "spells them), comma-separated, or be empty for all")
   elif views:
     yield "data.views", d.views, (False, f"filters by view, which data.dataset={d.dataset} does not record; "
                                          "leave it empty")
+
+
+def _data_rules(d: ml_collections.ConfigDict) -> Iterator[tuple[str, object, tuple[bool, str]]]:
+  parts = datasets.parts_of(d)
+  if len(parts) == 1:
+    yield "data.dataset", d.dataset, _choice(d.dataset, datasets.DATASETS)
+  else:
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    yield "data.dataset", d.dataset, (not twice, f"names {', '.join(twice)} twice; name each dataset once")
+    yield "data.dataset", d.dataset, (set(parts) <= set(datasets.JOINABLE),
+                                      f"joins datasets of the common label space only: {', '.join(datasets.JOINABLE)}")
+  yield "data.image_size", d.image_size, _at_least(d.image_size, MIN_IMAGE_SIZE)
+  yield "data.aspect", d.aspect, _choice(d.aspect, images.ASPECT_MODES)
+  known = d.dataset in datasets.DATASETS or (set(parts) <= set(datasets.JOINABLE) and len(set(parts)) == len(parts))
+  if known:  # the dataset's own rules need a dataset to apply to
+    yield from _dataset_rules(d)
   yield "data.uncertain", d.uncertain, _choice(d.uncertain, findings.UNCERTAIN_POLICIES)
   yield "data.val_fraction", d.val_fraction, (0.0 < d.val_fraction < 1.0, "must be in (0, 1)")
   yield "data.test_fraction", d.test_fraction, (0.0 < d.test_fraction < 1.0 - d.val_fraction,

@@ -100,7 +100,8 @@ def _evaluate_and_report(trained: train.Trained, used: list[jax.Device], data_di
   config, splits = run.config, run.splits
   test, test_logits = evaluate.report_test_split(config.eval, run.score, state, splits["val"], splits["test"])
   summary = {"step": int(state.step), "test": test, "timing": _timing(trained.history, trained.compile_s, used),
-             "device": devices.record(used), "lowering": trained.lowering, "synthetic": data_dir is None,
+             "device": devices.record(used), "lowering": trained.lowering,
+             "synthetic": datasets.uses_synthetic(config.data, data_dir),
              "pos_weight": trained.pos_weight, "neg_weight": trained.neg_weight,
              "split_sizes": {k: len(v) for k, v in splits.items()},
              "split_positives": {k: v.positives_per_target() if v.targets else v.num_positive

@@ -44,7 +44,7 @@ def data_config(run_config: ml_collections.ConfigDict, other: ml_collections.Con
   finding it has (data.target=all where the dataset has several)."""
   data = ml_collections.ConfigDict(other.to_dict())
   data.image_size, data.aspect = run_config.data.image_size, run_config.data.aspect
-  if data.dataset in datasets.TARGETS:
+  if "all" in (datasets.target_choices(data) or ()):
     data.target = "all"
   return data
 

@@ -84,7 +84,8 @@ def test_a_run_without_test_scores_reports_again_when_rerun_and_evaluate_says_so
   shutil.copytree(straight[0], folder, ignore=shutil.ignore_patterns(".lock"))
   (folder / workdir.TEST_SCORES).unlink()
   summary = external.evaluate(folder, _other("chexpert", target="Pneumonia"), str(chexpert_dir))
-  assert summary["findings"]["Pneumonia"]["internal_auc"] is None and "test_scores.npz is missing" in summary["notes"][0]
+  assert summary["findings"]["Pneumonia"]["internal_auc"] is None
+  assert "test_scores.npz is missing" in summary["notes"][0]
   train_run(tiny_config, folder)  # a finished run: only its test report is made again
   assert workdir.read_test_scores(folder)["labels"].shape == (straight[1]["split_sizes"]["test"], 1)
 

@@ -6,6 +6,11 @@ chest_xray/), `medmnist` (PneumoniaMNIST-style .npz), `chexpert` or `mimic`
 (MIMIC-CXR-JPG; both labelled by the CheXpert labeler), or `rsna` (the RSNA
 Pneumonia Detection Challenge's DICOMs and boxes). Every reader returns
 the same `splits.Examples`, so nothing below this registry knows which one ran.
+
+Datasets of the common label space train together when joined with `+` (`data.dataset=nih+chexpert`, one
+--data_dir for each, comma-separated in that order; an empty one for NIH is the synthetic default). Each keeps
+its own split, its patients are kept apart from the others' by its name before their IDs, and a finding it does
+not label is masked (`findings.MISSING`) for its films.
 """
 
 import logging
@@ -40,9 +45,49 @@ _TARGET_NAMES = {NIH: lambda d: nih.targets_of(d.target) or (d.target,), "kerman
 TARGETS = {NIH: nih.TARGETS, **{name: findings.labeler_target_choices() for name in LABELER}, RSNA: (rsna.TARGET,)}
 
 
+JOINT = "+"
+JOINABLE = (NIH, CHEXPERT, MIMIC, RSNA)  # the datasets of the common label space (`findings.COMMON`)
+
+
+def parts_of(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The datasets data.dataset names: one, or several joined with `+`."""
+  return tuple(p.strip() for p in data_cfg.dataset.split(JOINT))
+
+
+def is_joint(data_cfg: ml_collections.ConfigDict) -> bool:
+  return len(parts_of(data_cfg)) > 1
+
+
+def _part_config(data_cfg: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """One joined dataset's own data config: every finding it labels where the joint target is all of them."""
+  part = ml_collections.ConfigDict({**data_cfg.to_dict(), "dataset": name})
+  if data_cfg.target == nih.ALL_FINDINGS and nih.ALL_FINDINGS not in TARGETS[name]:
+    part.target = TARGETS[name][0]  # a dataset of one finding (RSNA's Pneumonia)
+  return part
+
+
+def target_choices(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...] | None:
+  """What data.target may name (a joint dataset: `all`, or a finding every part labels); None where the dataset
+  has one target (kermany: data.positive_class; medmnist: label 1)."""
+  if not is_joint(data_cfg):
+    return TARGETS.get(data_cfg.dataset)
+  shared = set.intersection(*(set(TARGETS[p]) for p in parts_of(data_cfg)))
+  return (nih.ALL_FINDINGS, *(f for f in findings.COMMON if f in shared))
+
+
 def target_names(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The names of a run's targets, one per logit, from its config alone (no data read)."""
-  return _TARGET_NAMES[data_cfg.dataset](data_cfg)
+  if not is_joint(data_cfg):
+    return _TARGET_NAMES[data_cfg.dataset](data_cfg)
+  if data_cfg.target != nih.ALL_FINDINGS:
+    return (data_cfg.target,)
+  labelled = {t for p in parts_of(data_cfg) for t in target_names(_part_config(data_cfg, p))}
+  return tuple(f for f in findings.COMMON if f in labelled)
+
+
+def uses_synthetic(data_cfg: ml_collections.ConfigDict, data_dir: str | None) -> bool:
+  """Whether the run reads the embedded synthetic films (no --data_dir, or an empty one for a joined NIH)."""
+  return not data_dir or (is_joint(data_cfg) and "" in [d.strip() for d in data_dir.split(",")])
 
 
 def cache_dir_for(data_cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
@@ -74,7 +119,7 @@ def resolve_source(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
 def synthetic_opacities(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
                         workdir: pathlib.Path) -> dict[str, list[tuple[float, float, float]]] | None:
   """Where the embedded synthetic dataset's opacities are (`synthetic.read_opacities`); None for real data."""
-  if data_dir:
+  if data_dir or is_joint(data_cfg):
     return None
   spec = synthetic.SyntheticSpec(**data_cfg.synthetic.to_dict())
   return synthetic.read_opacities(synthetic.dataset_folder(cache_dir_for(data_cfg, workdir), spec))
@@ -84,7 +129,7 @@ def localisation_boxes(data_cfg: ml_collections.ConfigDict, data_dir: str | None
                        image_ids: list[str]) -> dict[str, list[tuple[float, float, float, float]]] | None:
   """The radiologists' boxes of the films `image_ids`, in the cached films' pixels, where the dataset has them
   (RSNA); None for the others."""
-  if data_cfg.dataset != RSNA or not data_dir:
+  if data_cfg.dataset != RSNA or not data_dir:  # a joint run's films are named by dataset too: not scored
     return None
   return rsna.boxes_in_film(pathlib.Path(data_dir).expanduser(), image_ids, data_cfg.image_size, data_cfg.aspect)
 
@@ -100,6 +145,40 @@ def read(data_cfg: ml_collections.ConfigDict, root: pathlib.Path, check_leaks: b
   """Every example of the dataset at `root`, as `data.dataset`'s reader returns it; a patient in two splits
   stops it unless `check_leaks` is off (for `describe`, which counts them)."""
   return READERS[data_cfg.dataset](data_cfg, root, check_leaks)
+
+
+def read_source(data_cfg: ml_collections.ConfigDict, data_dir: str | None, cache_dir: pathlib.Path,
+                check_leaks: bool = True) -> tuple[splits.Examples, str]:
+  """The examples of `data_dir` (`resolve_source`, then `read`), or of each joined dataset's; and where they are."""
+  if not is_joint(data_cfg):
+    root = resolve_source(data_cfg, data_dir, cache_dir)
+    return read(data_cfg, root, check_leaks), str(root)
+  parts = parts_of(data_cfg)
+  dirs = [d.strip() for d in data_dir.split(",")] if data_dir else []
+  if len(dirs) != len(parts):
+    raise UserError(f"data.dataset={data_cfg.dataset} joins {len(parts)} datasets but --data_dir names {len(dirs)} "
+                    f"folder(s); pass one for each, comma-separated in the same order (an empty one for NIH: the "
+                    "synthetic default)")
+  names, tables, roots = target_names(data_cfg), [], []
+  for name, folder in zip(parts, dirs):
+    part = _part_config(data_cfg, name)
+    root = resolve_source(part, folder or None, cache_dir)
+    examples = read(part, root, check_leaks)
+    table = examples.table.copy()
+    for column in ("image_id", "patient_id"):  # one dataset's patient 1 is not another's
+      table[column] = f"{name}:" + table[column].astype(str)
+    if data_cfg.target == nih.ALL_FINDINGS:
+      if not examples.targets:  # a dataset of one finding: its label is that finding's
+        table[target_names(part)[0]] = table["label"].fillna(findings.MISSING)
+      for finding in names:
+        if finding not in table:
+          table[finding] = findings.MISSING
+    tables.append(table)
+    roots.append(f"{name}: {root}")
+  table = pd.concat(tables, ignore_index=True)
+  if check_leaks:
+    splits.check_patient_disjoint(table)
+  return splits.Examples(table, targets=names if data_cfg.target == nih.ALL_FINDINGS else ()), "; ".join(roots)
 
 
 def views_of(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -131,8 +210,7 @@ WHOLE = "all"  # `cache_splits`'s one split of every film, whatever its publishe
 def cache_splits(data_cfg: ml_collections.ConfigDict, data_dir: str | None, cache_dir: pathlib.Path,
                  which: tuple[str, ...] = splits.SPLITS) -> dict[str, cache.CachedSplit]:
   """The splits `which` names (or WHOLE, every film at once), read, selected and cached; each non-empty."""
-  root = resolve_source(data_cfg, data_dir, cache_dir)
-  examples = read(data_cfg, root)
+  examples, root = read_source(data_cfg, data_dir, cache_dir)
   selected = splits.select_examples(examples.table, views_of(data_cfg), examples.targets)
   if len(selected) and selected["path"].isna().all() and not examples.decoded:
     raise UserError(f"no image files found for the metadata in {root}: expected images/*.png or "

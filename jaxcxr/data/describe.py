@@ -14,7 +14,7 @@ import pathlib
 import ml_collections
 import pandas as pd
 
-from jaxcxr.data import datasets, findings, splits
+from jaxcxr.data import datasets, findings, nih, splits
 from jaxcxr.fsutil import atomic_write_json
 
 
@@ -34,17 +34,20 @@ def shared_patients(table: pd.DataFrame, column: str) -> dict[str, int]:
   return {f"{a}/{b}": len(groups[a] & groups[b]) for a, b in itertools.combinations(sorted(groups), 2)}
 
 
-def label_space(data_cfg: ml_collections.ConfigDict, root: pathlib.Path) -> dict[str, dict[str, int] | None]:
+def label_space(data_cfg: ml_collections.ConfigDict, data_dir: str | None,
+                workdir: pathlib.Path) -> dict[str, dict[str, int] | None]:
   """Per finding of the common label space, the films positive, negative and uncertain for it (read with every
   finding, uncertain ones masked); None for a finding the dataset does not label."""
-  every = ml_collections.ConfigDict({**data_cfg.to_dict(), "target": "all", "uncertain": "ignore"})
-  examples = datasets.read(every, root, check_leaks=False)
+  every = ml_collections.ConfigDict({**data_cfg.to_dict(), "uncertain": "ignore"})
+  if nih.ALL_FINDINGS in datasets.target_choices(data_cfg):
+    every.target = nih.ALL_FINDINGS
+  examples, _ = datasets.read_source(every, data_dir, datasets.cache_dir_for(data_cfg, workdir), check_leaks=False)
   out = {}
   for finding in findings.COMMON:
-    if finding not in examples.targets:
+    if finding not in (examples.targets or datasets.target_names(every)):
       out[finding] = None
       continue
-    column = examples.table.loc[examples.table["label"].notna(), finding]
+    column = examples.table.loc[examples.table["label"].notna(), finding if examples.targets else "label"]
     out[finding] = {"positives": int((column == 1).sum()), "negatives": int((column == 0).sum()),
                     "uncertain": int((column == findings.MISSING).sum())}
   return out
@@ -52,8 +55,9 @@ def label_space(data_cfg: ml_collections.ConfigDict, root: pathlib.Path) -> dict
 
 def describe(data_cfg: ml_collections.ConfigDict, data_dir: str | None, workdir: pathlib.Path) -> dict:
   """The dataset report as a dict; see the module docstring."""
-  root = datasets.resolve_source(data_cfg, data_dir, datasets.cache_dir_for(data_cfg, workdir))
-  table = datasets.read(data_cfg, root, check_leaks=False).table  # reported below, not fatal here
+  examples, root = datasets.read_source(data_cfg, data_dir, datasets.cache_dir_for(data_cfg, workdir),
+                                        check_leaks=False)  # reported below, not fatal here
+  table = examples.table
   selected = splits.select_examples(table, datasets.views_of(data_cfg))
   report = {"dataset": data_cfg.dataset, "source": str(root), "target": data_cfg.target,
             "negatives": data_cfg.negatives, "all": summarize(table),
@@ -61,8 +65,8 @@ def describe(data_cfg: ml_collections.ConfigDict, data_dir: str | None, workdir:
             "published_shared_patients": shared_patients(table, "official_split"),
             "splits": {k: summarize(v) for k, v in selected.groupby("split")},
             "shared_patients": shared_patients(selected, "split")}
-  if data_cfg.dataset in datasets.TARGETS:
-    report["label_space"] = label_space(data_cfg, root)
+  if datasets.target_choices(data_cfg) is not None:
+    report["label_space"] = label_space(data_cfg, data_dir, workdir)
   if "labels" in table:
     report["findings"] = {str(k): int(v) for k, v in
                           table["labels"].str.split("|").explode().str.strip().value_counts().items()}

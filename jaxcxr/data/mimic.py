@@ -69,7 +69,8 @@ def read_release(data_dir: pathlib.Path, target: str, negatives: str, uncertain:
     raise UserError(f"{_find(data_dir, TABLES['split'])}: split {unknown.iloc[0]!r} in {len(unknown)} row(s) is "
                     f"not one of {', '.join(OFFICIAL_SPLITS)}; the file is damaged")
   if films["dicom_id"].duplicated().any():
-    raise UserError(f"{_find(data_dir, TABLES['split'])} lists film {films.loc[films['dicom_id'].duplicated(), 'dicom_id'].iloc[0]} "
+    twice = films.loc[films["dicom_id"].duplicated(), "dicom_id"].iloc[0]
+    raise UserError(f"{_find(data_dir, TABLES['split'])} lists film {twice} "
                     "twice; the file is damaged")
   labels = _read(data_dir, "labels").drop_duplicates(["subject_id", "study_id"])
   views = _read(data_dir, "metadata")[["dicom_id", "ViewPosition"]]

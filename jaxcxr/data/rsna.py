@@ -56,13 +56,15 @@ def read_boxes(data_dir: pathlib.Path) -> tuple[pd.DataFrame, dict[str, list[tup
   positive = rows[rows["Target"] == 1]
   unboxed = positive[list(BOX)].isna().any(axis=1)
   if unboxed.any():
-    raise UserError(f"{path}: {int(unboxed.sum())} Target 1 row(s) without a box (e.g. {positive.loc[unboxed, 'patientId'].iloc[0]}); "
+    raise UserError(f"{path}: {int(unboxed.sum())} Target 1 row(s) without a box (e.g. "
+                    f"{positive.loc[unboxed, 'patientId'].iloc[0]}); "
                     "each positive row holds x, y, width and height")
   impossible = (positive["x"] < 0) | (positive["y"] < 0) | (positive["width"] <= 0) | (positive["height"] <= 0)
   if impossible.any():
     raise UserError(f"{path}: {int(impossible.sum())} box(es) with a negative corner or no area (e.g. film "
                     f"{positive.loc[impossible, 'patientId'].iloc[0]}); the file is damaged")
-  boxes = {pid: [tuple(map(float, b)) for b in group[list(BOX)].to_numpy()] for pid, group in positive.groupby("patientId")}
+  boxes = {pid: [tuple(map(float, b)) for b in group[list(BOX)].to_numpy()]
+           for pid, group in positive.groupby("patientId")}
   films = rows.groupby("patientId", sort=False)["Target"].agg(["min", "max"])
   mixed = films[films["min"] != films["max"]]
   if len(mixed):
