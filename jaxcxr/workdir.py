@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import pathlib
+import zipfile
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def read_test_scores(workdir: pathlib.Path) -> dict | None:
   try:
     with np.load(path) as saved:
       scores = {"labels": saved["labels"], "logits": saved["logits"], "patients": [str(p) for p in saved["patients"]]}
-  except (OSError, ValueError, KeyError, EOFError) as e:
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # an .npz is a zip archive
     raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); {rerun_fix(workdir)}") from e
   if not len(scores["labels"]) == len(scores["logits"]) == len(scores["patients"]):
     raise UserError(f"{path} is damaged (its arrays differ in length); {rerun_fix(workdir)}")

@@ -112,3 +112,13 @@ def test_evaluate_refuses_what_it_cannot_score_in_one_line(straight, tmp_path, c
     with pytest.raises(UserError, match="--mode=evaluate needs --data_dir"):
       external.evaluate(folder, _other("chexpert"), None)
   assert not (folder / external.FOLDER).exists()
+
+
+def test_damaged_test_scores_are_named_and_a_rerun_reports_again(straight, tmp_path):
+  folder = tmp_path / "run"
+  shutil.copytree(straight[0], folder, ignore=shutil.ignore_patterns(".lock", "cache", "checkpoints"))
+  assert workdir.test_scores_intact(folder)
+  (folder / workdir.TEST_SCORES).write_bytes((folder / workdir.TEST_SCORES).read_bytes()[:100])  # cut short
+  with pytest.raises(UserError, match="test_scores.npz is damaged .*rerun training with the same command"):
+    workdir.read_test_scores(folder)
+  assert not workdir.test_scores_intact(folder)  # so a rerun of the finished run reports the test split again
