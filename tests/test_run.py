@@ -45,6 +45,10 @@ def test_gpu_missing_is_one_clear_line(tmp_path):
                                               "they apply to --mode=export/predict only; drop them"),
     (["--mode=export", "--platform=gpu"], "error: --platform would be ignored with --mode=export: export lowers on "
                                            "the CPU for each platform of --platforms (e.g. --platforms=cpu,cuda)"),
+    (["--mode=evaluate", "--num_processes=2"], "error: --num_processes would be ignored with --mode=evaluate: evaluate "
+                                               "applies the run in one process, on one device of --platform"),
+    (["--external_split=all"], "error: --external_split would be ignored with --mode=train: they apply to "
+                               "--mode=evaluate only; drop them, or add --mode=evaluate"),
     (["--mode=export", "--config.eval.calibration=none", "--explain"],
      "error: --config, --explain would be ignored with --mode=export: export applies the run's own config.json"),
 ])
