@@ -66,8 +66,35 @@ def _raised_by_the_config_file(e: Exception) -> bool:
   return False
 
 
+def _given_twice(argv: list[str]) -> str | None:
+  """The first flag `argv` gives twice with different values (absl would keep the last without a word)."""
+  seen: dict[str, str] = {}
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg == "--":
+      break
+    if not arg.startswith("--"):
+      continue
+    name, eq, value = arg[2:].partition("=")
+    flag = flags.FLAGS[name] if name in flags.FLAGS else None
+    if not eq and flag is None and name.startswith("no") and name[2:] in flags.FLAGS:
+      name, value, flag = name[2:], "false", flags.FLAGS[name[2:]]
+    elif not eq:
+      following = argv[i + 1] if i + 1 < len(argv) else ""
+      value = "true" if isinstance(flag, flags.BooleanFlag) or following.startswith("-") else following
+    if isinstance(flag, flags.MultiFlag):
+      continue
+    if name in seen and seen[name] != value:
+      return f"--{name} is given twice ({seen[name]!r} and {value!r}); give it once"
+    seen.setdefault(name, value)
+  return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, plus one line for a config file that fails to load or a `--config.x.y` that names no key."""
+  """absl's parser, plus one line for a config file that fails to load, a `--config.x.y` that names no key, or
+  a flag given twice with different values."""
+  twice = _given_twice(argv)
+  if twice:
+    sys.exit(f"error: {twice}")
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:

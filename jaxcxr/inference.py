@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxcxr import checkpoints as checkpoints_lib
 from jaxcxr import config as config_lib
-from jaxcxr import devices, explain, optim, readout, workdir
+from jaxcxr import devices, explain, exported, optim, readout, workdir
 from jaxcxr.checkpoints import Checkpointer
 from jaxcxr.data import datasets
 from jaxcxr.errors import UserError
@@ -106,6 +106,9 @@ def from_checkpoint(folder: str | pathlib.Path, platform: str = devices.CPU,
   the checkpoints are opened read-only, so a run may be applied while it trains."""
   folder = pathlib.Path(folder).expanduser()
   raw = workdir.read_config(folder) if folder.is_dir() else None
+  if raw is None and exported.is_export(folder):
+    raise UserError(f"--workdir {folder} is an export, not a run folder: --mode=predict applies it, and the other "
+                    f"modes take the run folder that holds it ({folder.parent})")
   if raw is None:
     raise UserError(f"--workdir {folder} holds no trained run (no config.json or summary.json); pass the folder "
                     "a training run wrote")

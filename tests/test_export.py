@@ -182,3 +182,9 @@ def test_export_flags_and_folders_fail_in_one_line(default_run, default_export, 
   with pytest.raises(UserError, match="--explain needs the run's model code, which an export leaves out"):
     predict.run(default_export, [str(next(default_run.glob("cache/synthetic-nih-*/images/*.png")))],
                 explain_films=True)
+
+
+def test_an_export_folder_given_where_a_run_is_needed_is_named(default_export):
+  with pytest.raises(UserError, match="is an export, not a run folder: --mode=predict applies it, and the other modes "
+                                      "take the run folder that holds it"):
+    export.run(default_export)

@@ -192,6 +192,9 @@ def test_bad_inputs_get_one_line_each(default_run, tmp_path):
   for name in ("../escape", ".csv", ".hidden"):
     with pytest.raises(UserError, match=rf"--output_name='{re.escape(name)}' must be a plain file name, not hidden"):
       predict.run(default_run, [str(tmp_path / "notes.png")], name=name)
+  for name in ("", " "):  # an unset variable, --output_name=$NAME: never the first input's name in silence
+    with pytest.raises(UserError, match=rf"--output_name='{name}' is empty; give the CSV a name"):
+      predict.run(default_run, [str(tmp_path / "notes.png")], name=name)
 
 
 def test_a_film_named_twice_is_found_once_and_a_pipe_is_named(tmp_path, caplog):

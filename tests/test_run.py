@@ -47,6 +47,9 @@ def test_gpu_missing_is_one_clear_line(tmp_path):
                                            "the CPU for each platform of --platforms (e.g. --platforms=cpu,cuda)"),
     (["--mode=evaluate", "--num_processes=2"], "error: --num_processes would be ignored with --mode=evaluate: evaluate "
                                                "applies the run in one process, on one device of --platform"),
+    (["--config.train.epochs=2", "--config.train.epochs=3"],
+     "error: --config.train.epochs is given twice ('2' and '3'); give it once"),
+    (["--platform", "cpu", "--platform=gpu"], "error: --platform is given twice ('cpu' and 'gpu'); give it once"),
     (["--external_split=all"], "error: --external_split would be ignored with --mode=train: they apply to "
                                "--mode=evaluate only; drop them, or add --mode=evaluate"),
     (["--mode=export", "--config.eval.calibration=none", "--explain"],

@@ -22,6 +22,7 @@ import pandas as pd
 
 from jaxcxr.data import cache, chexpert, findings, folders, medmnist, mimic, nih, rsna, splits, synthetic
 from jaxcxr.errors import UserError
+from jaxcxr.fsutil import ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ def read(data_cfg: ml_collections.ConfigDict, root: pathlib.Path, check_leaks: b
 def read_source(data_cfg: ml_collections.ConfigDict, data_dir: str | None, cache_dir: pathlib.Path,
                 check_leaks: bool = True) -> tuple[splits.Examples, str]:
   """The examples of `data_dir` (`resolve_source`, then `read`), or of each joined dataset's; and where they are."""
+  if data_cfg.cache_dir:  # the user's folder, checked before a synthetic dataset or a cache is written there
+    ensure_writable_dir(cache_dir, "data.cache_dir")
   if not is_joint(data_cfg):
     root = resolve_source(data_cfg, data_dir, cache_dir)
     return read(data_cfg, root, check_leaks), str(root)

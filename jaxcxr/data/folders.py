@@ -50,6 +50,10 @@ def _class_files(folder: pathlib.Path) -> list[tuple[str, str, str]]:
   """(class name, relative id, path) for every image below `folder`'s class folders, at any depth (a class
   folder may hold batches in subfolders), hidden files left out."""
   rows = []
+  loose = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_film(p))
+  if loose:  # a film's class is its folder: one beside the class folders has none
+    log.warning("%s: %d film(s) lie beside the class folders, not in one (e.g. %s); they have no class and are not "
+                "read: move each into its class folder", folder, len(loose), loose[0])
   for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
     for f in sorted(class_dir.rglob("*")):
       if f.is_file() and not _hidden(f, class_dir) and is_film(f):

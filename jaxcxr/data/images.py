@@ -14,7 +14,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from jaxcxr.data import dicom
 
@@ -109,10 +109,14 @@ def _decode(path: str | os.PathLike, size: int) -> Image.Image:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     with Image.open(path) as img:
       check_size(path, img.width, img.height)
+      if getattr(img, "n_frames", 1) > 1:  # an animated GIF or a TIFF stack is not one film
+        raise BadImageError(f"{path}: holds {img.n_frames} frames; a film is one image")
       if img.format == "JPEG":
         img.draft("L", (size, size))
       img.load()
-      return _to_grayscale(path, img)
+      # A phone photo of a film (or a JPEG from some viewers) is stored sideways with an EXIF Orientation tag
+      # saying how to turn it: laterality and the network both need it upright.
+      return _to_grayscale(path, ImageOps.exif_transpose(img))
 
 
 def check_size(path: str | os.PathLike, width: int, height: int) -> None:

@@ -11,6 +11,8 @@ learns to see them proves the pipeline learns end to end, nothing about medicine
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 import pathlib
 import shutil
 
@@ -31,6 +33,7 @@ FORMAT_VERSION = 2
 OPACITIES = "opacities.csv"
 OPACITY_FINDING = "Pneumonia"  # the finding the films' opacities stand for
 OPACITY_HEADER = "Image Index,row,column,sigma"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,11 +155,33 @@ def dataset_folder(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path
   return cache_dir / f"synthetic-nih-{spec.fingerprint()}"
 
 
+def _damage(root: pathlib.Path) -> str | None:
+  """What is missing from a generated folder (a deleted film, a lost opacities.csv), or None if it is whole."""
+  for name in ("Data_Entry_2017.csv", "test_list.txt", "train_val_list.txt", OPACITIES):
+    if not (root / name).is_file():
+      return f"{name} is missing"
+  listed = len((root / "Data_Entry_2017.csv").read_text().splitlines()) - 1
+  found = sum(1 for _ in (root / "images").glob("*.png")) if (root / "images").is_dir() else 0
+  return None if found == listed else f"{listed - found} of its {listed} films are missing"
+
+
 def ensure_dataset(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path:
-  """Returns the generated dataset folder, generating it once (atomically) if it is not there yet."""
+  """Returns the generated dataset folder, generating it once (atomically) if it is not there yet, and again
+  where something of it was lost (it is a pure function of `spec`, so nothing is lost by regenerating it)."""
   root = dataset_folder(cache_dir, spec)
   if (root / MARKER).is_file():
-    return root
+    damage = _damage(root)
+    if damage is None:
+      return root
+    log.warning("The synthetic dataset in %s is damaged (%s): generating it again", root, damage)
+    aside = root.with_name(f"{root.name}.damaged-{os.getpid()}")
+    try:
+      root.rename(aside)  # another run may be regenerating it too: the first to publish wins
+    except FileNotFoundError:
+      pass
+    shutil.rmtree(aside, ignore_errors=True)
+    if (root / MARKER).is_file() and _damage(root) is None:
+      return root
   tmp = None
   try:
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +190,7 @@ def ensure_dataset(cache_dir: pathlib.Path, spec: SyntheticSpec) -> pathlib.Path
     publish(tmp / "data", root, lambda folder: (folder / MARKER).is_file())  # another run's may be there
   except OSError as e:
     raise UserError(f"could not write the synthetic dataset under {cache_dir} ({e.strerror or e}); "
-                    "free disk space or pass a writable --workdir") from e
+                    "free disk space, or pass a writable --workdir (or data.cache_dir, where it is set)") from e
   finally:
     if tmp is not None:
       shutil.rmtree(tmp, ignore_errors=True)

@@ -178,6 +178,7 @@ def _stats(ms: list[float], batch: int) -> dict:
 
 def main(argv):
   del argv
+  runs.check_out_file(_OUT.value)  # before the minutes of work, not after them
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
   config = cli.load_config(_CONFIG)
   network = models.MODELS[config.model.name]

@@ -140,6 +140,7 @@ def bench_training(root: pathlib.Path, workdir: pathlib.Path) -> dict:
 
 def main(argv):
   del argv
+  runs.check_out_file(_OUT.value)  # before the minutes of work, not after them
   config = cli.load_config(_CONFIG)
   size = config.data.image_size
   train_sizes = _train_sizes(_TRAIN_SIZES.value)

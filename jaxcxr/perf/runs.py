@@ -3,6 +3,7 @@
 import ctypes
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -10,7 +11,23 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from jaxcxr.errors import UserError
 from jaxcxr.fsutil import atomic_write_text
+
+
+def check_out_file(path: str | None, what: str = "--out") -> None:
+  """Refuses, before any work, an output file that could not be written at the end: a folder, or a path whose
+  folder does not exist or is not writable."""
+  if not path:
+    return
+  target = pathlib.Path(path).expanduser()
+  if target.is_dir():
+    raise UserError(f"{what}={path} is a folder; pass a file name for the JSON (e.g. {target / 'bench.json'})")
+  folder = target.parent
+  if not folder.is_dir():
+    raise UserError(f"{what}={path}: its folder {folder} does not exist; create it or pass another path")
+  if not os.access(folder, os.W_OK):
+    raise UserError(f"{what}={path}: its folder {folder} is not writable; pass a writable path")
 
 
 def emit_json(obj: dict, path: str | None) -> None:

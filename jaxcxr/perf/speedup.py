@@ -108,6 +108,7 @@ def run_platform(platform: str, out: pathlib.Path) -> dict:
   if result.returncode != 0:
     lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
     reason = lines[-1].removeprefix("error: ") if lines else f"exit {result.returncode}"
+    print(f"[speedup] {platform} did not run: {reason}", file=sys.stderr, flush=True)
     return {"platform": platform, "ran": False, "reason": reason}
   summary = json.loads((workdir / "summary.json").read_text())
   return {"platform": platform, "ran": True, "device": summary["device"], "lowering": summary["lowering"],

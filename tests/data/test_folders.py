@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,3 +108,12 @@ def test_split_folders_without_a_test_folder_say_the_test_split_is_carved(tmp_pa
   table = folders.read_tree(root, "PNEUMONIA", 0.4, 0.2, seed=0)
   assert "has train/, val/ but no test/ folder: the test split is carved from all films by patient" in caplog.text
   assert len(table) == 13 and (table["split"] == "test").any()
+
+
+def test_films_beside_the_class_folders_are_named_not_dropped_in_silence(tmp_path, caplog):
+  root = write_kermany(tmp_path / "chest_xray")
+  Image.fromarray(plain_film((30, 40), 60)).save(root / "train" / "person9_virus_9.jpeg")
+  with caplog.at_level(logging.WARNING):
+    table = folders.read_tree(root, "PNEUMONIA", 0.25, 0.2, 0)
+  assert "1 film(s) lie beside the class folders" in caplog.text and "person9_virus_9.jpeg" in caplog.text
+  assert not table["path"].str.endswith("person9_virus_9.jpeg").any()

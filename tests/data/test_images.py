@@ -95,3 +95,25 @@ def test_a_blank_array_or_dicom_is_a_bad_image(tmp_path):
     images.fit_array(np.zeros((40, 40), np.uint8), 16)
   with pytest.raises(images.BadImageError, match="flat.dcm: every pixel has the value 0"):
     images.load_film(write_dicom(tmp_path / "flat.dcm", np.full((40, 40), 900, np.uint16), bits_stored=12), 16)
+
+
+def test_exif_orientation_is_applied_and_a_gif_is_read(tmp_path):
+  film = np.zeros((40, 60), np.uint8)
+  film[:, :10] = 200  # a bright band on the left, to tell the orientation by
+  film[0, 0] = 7
+  tagged = Image.fromarray(film)
+  exif = tagged.getexif()
+  exif[0x0112] = 6  # Orientation: the viewer turns it 90 degrees clockwise
+  tagged.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+  Image.fromarray(np.rot90(film, -1)).save(tmp_path / "upright.png")
+  upright = images.load_film(tmp_path / "upright.png", 32)
+  np.testing.assert_allclose(images.load_film(tmp_path / "phone.jpg", 32), upright, atol=3)
+  Image.fromarray(film).convert("P").save(tmp_path / "film.gif")
+  np.testing.assert_array_equal(images.load_film(tmp_path / "film.gif", 32), images.fit(film, 32))
+
+
+def test_a_file_of_several_frames_is_a_bad_image(tmp_path):
+  frames = [Image.fromarray(np.full((40, 40), v, np.uint8)) for v in (10, 200)]
+  frames[0].save(tmp_path / "cine.gif", save_all=True, append_images=frames[1:])
+  with pytest.raises(images.BadImageError, match="cine.gif: holds 2 frames; a film is one image"):
+    images.load_film(tmp_path / "cine.gif", 32)

@@ -118,3 +118,13 @@ def test_missing_image_files_have_no_path(tmp_path):
   (root / "images" / "00000002_000.png").unlink()
   table = nih.load_examples(root, "Pneumonia", "no_finding", (), 0.4, 0.2, 0)
   assert table.loc[table.image_id == "00000002_000.png", "path"].isna().all()
+
+
+def test_a_csv_cut_short_mid_row_is_named(tmp_path):
+  root = write_release(tmp_path)
+  csv = root / "Data_Entry_2017.csv"
+  csv.write_bytes(csv.read_bytes()[:-40])  # the last row loses its last fields and its newline
+  with pytest.raises(UserError, match="Data_Entry_2017.csv is cut short: its last line .* ends mid-row"):
+    nih.read_metadata(csv)
+  csv.write_bytes(csv.read_bytes().rsplit(b"\n", 1)[0])  # whole rows, no final newline: fine
+  assert len(nih.read_metadata(csv)) == len(ROWS) - 1

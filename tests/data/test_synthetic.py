@@ -1,4 +1,7 @@
+import logging
+
 import pandas as pd
+import pytest
 
 from jaxcxr.data import nih, synthetic
 
@@ -38,3 +41,17 @@ def test_official_lists_are_patient_disjoint(tiny_nih):
   assert set(table["split"]) == {"train", "val", "test"}
   assert table.groupby("patient_id")["split"].nunique().max() == 1
   assert isinstance(table, pd.DataFrame) and table["label"].isin([0, 1]).all()
+
+
+@pytest.mark.parametrize("lost", ["a film", "opacities.csv"])
+def test_a_damaged_synthetic_dataset_is_generated_again(tmp_path, caplog, lost):
+  spec = synthetic.SyntheticSpec(num_patients=10, image_size=32)
+  root = synthetic.ensure_dataset(tmp_path, spec)
+  whole = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+  victim = sorted((root / "images").iterdir())[0] if lost == "a film" else root / synthetic.OPACITIES
+  victim.unlink()
+  with caplog.at_level(logging.WARNING):
+    assert synthetic.ensure_dataset(tmp_path, spec) == root
+  assert "is damaged" in caplog.text and "generating it again" in caplog.text
+  assert {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()} == whole
+  assert [p.name for p in tmp_path.iterdir()] == [root.name]  # the damaged copy is gone

@@ -252,3 +252,22 @@ def test_predict_on_a_read_only_run_folder_stops_before_reading_a_film(default_r
     assert "\n" not in str(error.value) and not (mount / "run" / "predictions").exists()
   finally:
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+  """A real read-only filesystem (a tmpfs mounted ro). Needs root."""
+  mount = tmp_path / "ro"
+  mount.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
+                                         capture_output=True).returncode != 0:
+    pytest.skip("mounting a read-only tmpfs needs root")
+  yield mount
+  subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_read_only_data_cache_dir_is_named_as_the_config_key(tiny_config, read_only_disk, tmp_path):
+  tiny_config.data.cache_dir = str(read_only_disk / "cache")
+  with pytest.raises(UserError, match=r"data.cache_dir .*/ro/cache is not writable \(Read-only file system\)"):
+    train_run(tiny_config, tmp_path / "run")
+  assert not list((tmp_path / "run").glob("cache*"))

@@ -186,3 +186,17 @@ def test_end_to_end_feeds_the_same_step_through_the_input_pipeline():
   assert e2e["images_per_s"] > 0 and 0.0 <= e2e["data_wait_fraction"] <= 1.0
   assert e2e["augment"] is True and e2e["worker_processes"] == 1 and e2e["host_cores"] >= 1
   assert data["end_to_end_over_step"] == pytest.approx(e2e["images_per_s"] / data["jax"]["images_per_s"])
+
+
+def test_an_output_file_that_could_not_be_written_is_refused_before_any_work(tmp_path):
+  from jaxcxr.errors import UserError  # pylint: disable=g-import-not-at-top
+  from jaxcxr.perf import runs  # pylint: disable=g-import-not-at-top
+  runs.check_out_file(str(tmp_path / "bench.json"))  # a new file in a writable folder
+  with pytest.raises(UserError, match="is a folder; pass a file name"):
+    runs.check_out_file(str(tmp_path))
+  with pytest.raises(UserError, match="does not exist; create it or pass another path"):
+    runs.check_out_file(str(tmp_path / "missing" / "bench.json"))
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", "--config=configs/tiny.py", f"--out={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith(f"error: --out={tmp_path} is a")

@@ -36,6 +36,8 @@ def speedup_run(tmp_path_factory):
 def test_exits_zero_with_two_platforms(speedup_run):
   _, result = speedup_run
   assert result.returncode == 0, result.stderr
+  # The platform that did not run says why on the console too, not only in report.md.
+  assert "[speedup] gpu did not run: --platform=gpu but JAX has no GPU backend" in result.stderr
 
 
 def test_report_tables(speedup_run):
