@@ -216,7 +216,7 @@ def run(workdir: str | pathlib.Path, inputs: Sequence[str], platform: str = devi
   if not inputs:
     raise UserError("--mode=predict needs films: pass --inputs=PATH (files, folders or globs)")
   _check_policy("--on_bad_image", on_bad_image)
-  if name is not None and not name.removesuffix(".csv").strip():  # an unset variable: --output_name=$NAME
+  if name is not None and not name.strip():  # an unset variable: --output_name=$NAME
     raise UserError(f"--output_name={name!r} is empty; give the CSV a name, or leave the flag out to name it after "
                     "the first input")
   stem = name.removesuffix(".csv") if name else \
