@@ -4,7 +4,7 @@
 
 The run's network, temperatures and operating points are used as they are; the other dataset's test split (or
 every film, with --external_split=all) is cached at the run's image size and scored. Each finding the two share
-(by its common name, `data.findings`; case aside, so Kermany's PNEUMONIA is NIH's Pneumonia) is reported with:
+(by its common name, jaxcxr/data/findings.py; case aside, so Kermany's PNEUMONIA is NIH's Pneumonia) is reported with:
 its AUROC and patient-bootstrap interval; the metrics at the run's own operating point, with intervals; and the
 difference to the run's internal test AUROC, with an interval from the same draws (each draw resamples the
 patients of both test sets, the external draws being the ones its AUROC interval comes from). Findings that
@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxcxr import devices, inference, metrics, workdir
-from jaxcxr.data import datasets
+from jaxcxr.data import datasets, nih
 from jaxcxr.errors import UserError
 from jaxcxr.fsutil import atomic_write_json, ensure_writable_dir, exclusive
 from jaxcxr.progress import Progress
@@ -29,7 +29,6 @@ from jaxcxr.report.tables import Table, fmt, interval
 log = logging.getLogger(__name__)
 
 FOLDER = "external"
-SPLITS = ("test", datasets.WHOLE)  # --external_split
 CHUNK = 512  # films scored per call: bounds memory on a large split
 
 
@@ -44,8 +43,8 @@ def data_config(run_config: ml_collections.ConfigDict, other: ml_collections.Con
   finding it has (data.target=all where the dataset has several)."""
   data = ml_collections.ConfigDict(other.to_dict())
   data.image_size, data.aspect = run_config.data.image_size, run_config.data.aspect
-  if "all" in (datasets.target_choices(data) or ()):
-    data.target = "all"
+  if nih.ALL_FINDINGS in (datasets.target_choices(data) or ()):
+    data.target = nih.ALL_FINDINGS
   return data
 
 
@@ -59,7 +58,7 @@ def _score(network: inference.TrainedNetwork, split) -> np.ndarray:
   return np.concatenate(out)
 
 
-def _finding(name: str, labels: np.ndarray, logits: np.ndarray, patients: list[str], readout, j: int,
+def _finding(labels: np.ndarray, logits: np.ndarray, patients: list[str], readout, j: int,
              internal: dict | None, eval_cfg: ml_collections.ConfigDict) -> dict:
   """One shared finding's external report, over the films labelled for it."""
   known = labels >= 0
@@ -111,7 +110,7 @@ def evaluate(folder: str | pathlib.Path, other: ml_collections.ConfigDict, data_
     labels = split.labels.reshape(len(split), -1)
     internal = workdir.read_test_scores(folder)
     eval_cfg = run_config.eval
-    findings = {t: _finding(t, labels[:, k], logits, split.patient_ids, network.readout, j, internal, eval_cfg)
+    findings = {t: _finding(labels[:, k], logits, split.patient_ids, network.readout, j, internal, eval_cfg)
                 for t, j, k in shared}
     data_targets = datasets.target_names(data)
     summary = {"run": str(folder), "step": network.step, "dataset": data.dataset, "data_dir": str(data_dir),
