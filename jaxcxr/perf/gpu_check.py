@@ -58,6 +58,10 @@ class Part:
   env: dict = dataclasses.field(default_factory=dict)
 
 
+# A quick part on a CPU shared with other work (CI's 2 cores, a test suite beside it) can take several times its
+# unloaded minute to import torch and compile; the full parts' limits bound a GPU session's device time instead.
+QUICK_LIMIT_S = 180
+
 def _config(name: str, quick: bool) -> str:
   """The config file (with its variant) a network is measured with: its own at full size, a tiny one in quick."""
   if quick:
@@ -86,11 +90,6 @@ def _step_parts(out: pathlib.Path, platform: str, quick: bool) -> list[Part]:
             *size, f"--config.train.batch_size={batch}", f"--config.model.dtype={dtype}", "--torch", *steps,
             f"--out={path}"], QUICK_LIMIT_S if quick else 60, functools.partial(_read_json, path)))
   return parts
-
-
-# A quick part on a CPU shared with other work (CI's 2 cores, a test suite beside it) can take several times its
-# unloaded minute to import torch and compile; the full parts' limits bound a GPU session's device time instead.
-QUICK_LIMIT_S = 180
 
 
 def _run_summary(folder: pathlib.Path) -> dict:
