@@ -122,7 +122,8 @@ def _evaluate_and_report(trained: train.Trained, used: list[jax.Device], data_di
     report = scores, run_report.gallery(network, splits["test"], scores, logits)
   if devices.is_primary():
     path = run_report.write(run.workdir, summary, *report) if report else None
-    workdir.write_test_scores(run.workdir, splits["test"].labels, test_logits, splits["test"].patient_ids)
+    workdir.write_test_scores(run.workdir, int(state.step), splits["test"].labels, test_logits,
+                              splits["test"].patient_ids)
     workdir.write_summary(run.workdir, summary)
     print(console.summary_text(summary))
     if path:

@@ -14,6 +14,7 @@ the run's own files are only read.
 
 import logging
 import pathlib
+import shutil
 
 import ml_collections
 import numpy as np
@@ -102,13 +103,36 @@ def evaluate(folder: str | pathlib.Path, other: ml_collections.ConfigDict, data_
     raise UserError(f"the run predicts {', '.join(network.readout.targets)} and data.dataset={data.dataset} labels "
                     f"{', '.join(datasets.target_names(data))}: no finding in common, so nothing can be scored")
   name = data.dataset + ("" if which == "test" else f"-{which}")
-  out = ensure_writable_dir(folder / FOLDER / name, "--workdir's external folder")
+  new = [p for p in (folder / FOLDER, folder / FOLDER / name) if not p.exists()]
+  try:
+    summary = _evaluate_into(ensure_writable_dir(folder / FOLDER / name, "--workdir's external folder"), folder,
+                             network, data, data_dir, which, shared)
+  except UserError:
+    for created in reversed(new):  # a refused evaluation leaves the run as it found it
+      shutil.rmtree(created, ignore_errors=True)
+    raise
+  print(text(summary))
+  log.info("External report: %s", folder / FOLDER / name / "report.html")
+  return summary
+
+
+def _evaluate_into(out: pathlib.Path, folder: pathlib.Path, network: inference.TrainedNetwork,
+                   data: ml_collections.ConfigDict, data_dir: str, which: str, shared: list[tuple[str, int, int]]) -> dict:
+  run_config = network.config
   with exclusive(out, "--workdir's external folder"):
     cache_dir = pathlib.Path(data.cache_dir).expanduser() if data.cache_dir else out / "cache"
     split = datasets.cache_splits(data, data_dir, cache_dir, (which,))[which]
     logits = _score(network, split)
     labels = split.labels.reshape(len(split), -1)
-    internal = workdir.read_test_scores(folder)
+    internal, notes = workdir.read_test_scores(folder), []
+    if internal is None:
+      notes.append(f"{folder / workdir.TEST_SCORES} is missing (a run from before it was written): the internal test "
+                   "AUROC and its difference are not computed; rerun training with the same command and "
+                   f"--workdir={folder} to write it")
+    elif internal["step"] != network.step:  # the newest checkpoint was damaged: an older one was applied
+      notes.append(f"the network applied is step {network.step}'s, the run's internal test scores step "
+                   f"{internal['step']}'s: the internal AUROC and its difference are not computed")
+      internal = None
     eval_cfg = run_config.eval
     findings = {t: _finding(labels[:, k], logits, split.patient_ids, network.readout, j, internal, eval_cfg)
                 for t, j, k in shared}
@@ -120,16 +144,10 @@ def evaluate(folder: str | pathlib.Path, other: ml_collections.ConfigDict, data_
                                            if t.lower() not in {d.lower() for d in data_targets}],
                               "dataset_only": [t for t in data_targets
                                                if t.lower() not in {r.lower() for r in network.readout.targets}]},
-               "notes": [] if internal is not None else [
-                   f"{folder / workdir.TEST_SCORES} is missing (a run from before it was written): the internal test "
-                   "AUROC and its difference are not computed; rerun training with the same command and "
-                   f"--workdir={folder} to write it"],
-               "config": data.to_dict()}
+               "notes": notes, "config": data.to_dict()}
     _write_page(out / "report.html", summary, {t: (labels[:, k], network.readout.probabilities(logits)[:, j])
                                                for t, j, k in shared})
     atomic_write_json(out / workdir.SUMMARY, summary)
-  print(text(summary))
-  log.info("External report: %s", out / "report.html")
   return summary
 
 

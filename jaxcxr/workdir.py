@@ -78,11 +78,12 @@ def previous_summary(workdir: pathlib.Path) -> dict | None:
     return None
 
 
-def write_test_scores(workdir: pathlib.Path, labels: np.ndarray, logits: np.ndarray, patients: list[str]) -> None:
-  """The test split's (N, targets) labels and logits, and each film's patient."""
+def write_test_scores(workdir: pathlib.Path, step: int, labels: np.ndarray, logits: np.ndarray,
+                      patients: list[str]) -> None:
+  """The test split's (N, targets) labels and logits at `step`, and each film's patient."""
   buffer = io.BytesIO()
   np.savez(buffer, labels=labels.reshape(len(labels), -1), logits=logits.reshape(len(labels), -1),
-           patients=np.asarray(patients, dtype=str))
+           patients=np.asarray(patients, dtype=str), step=np.asarray(step))
   atomic_write_bytes(workdir / TEST_SCORES, buffer.getvalue())
 
 
@@ -93,7 +94,8 @@ def read_test_scores(workdir: pathlib.Path) -> dict | None:
     return None
   try:
     with np.load(path) as saved:
-      scores = {"labels": saved["labels"], "logits": saved["logits"], "patients": [str(p) for p in saved["patients"]]}
+      scores = {"labels": saved["labels"], "logits": saved["logits"], "patients": [str(p) for p in saved["patients"]],
+                "step": int(saved["step"])}
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # an .npz is a zip archive
     raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); {rerun_fix(workdir)}") from e
   if not len(scores["labels"]) == len(scores["logits"]) == len(scores["patients"]):

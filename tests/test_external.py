@@ -100,7 +100,7 @@ def test_evaluate_on_the_command_line_matches_pneumonia_to_a_kermany_class(strai
   assert "Pneumonia" in result.stdout and (folder / "external" / "kermany" / "summary.json").is_file()
 
 
-@pytest.mark.parametrize("case", ["no shared finding", "no data_dir"])
+@pytest.mark.parametrize("case", ["no shared finding", "no data_dir", "a folder of another format"])
 def test_evaluate_refuses_what_it_cannot_score_in_one_line(straight, tmp_path, case):
   folder = tmp_path / "run"
   shutil.copytree(straight[0], folder, ignore=shutil.ignore_patterns(".lock", "cache"))
@@ -108,10 +108,24 @@ def test_evaluate_refuses_what_it_cannot_score_in_one_line(straight, tmp_path, c
     with pytest.raises(UserError, match="the run predicts Pneumonia and data.dataset=medmnist labels positive: no "
                                         "finding in common"):
       external.evaluate(folder, _other("medmnist"), str(write_npz(tmp_path / "pneumoniamnist.npz")))
-  else:
+  elif case == "no data_dir":
     with pytest.raises(UserError, match="--mode=evaluate needs --data_dir"):
       external.evaluate(folder, _other("chexpert"), None)
+  else:  # refused after its folder was made: the folder goes too
+    with pytest.raises(UserError, match="no NIH metadata in"):
+      external.evaluate(folder, _other("nih"), str(tmp_path))
   assert not (folder / external.FOLDER).exists()
+
+
+@pytest.mark.slow
+def test_test_scores_of_another_step_than_the_network_applied_are_not_compared(straight, tmp_path, chexpert_dir):
+  folder = tmp_path / "run"
+  shutil.copytree(straight[0], folder, ignore=shutil.ignore_patterns(".lock"))
+  saved = workdir.read_test_scores(folder)
+  workdir.write_test_scores(folder, saved["step"] + 1, saved["labels"], saved["logits"], saved["patients"])
+  summary = external.evaluate(folder, _other("chexpert", target="Pneumonia"), str(chexpert_dir))
+  assert summary["findings"]["Pneumonia"]["internal_auc"] is None
+  assert f"the run's internal test scores step {saved['step'] + 1}'s" in summary["notes"][0]
 
 
 def test_damaged_test_scores_are_named_and_a_rerun_reports_again(straight, tmp_path):

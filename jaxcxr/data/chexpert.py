@@ -15,7 +15,7 @@ import re
 
 import pandas as pd
 
-from jaxcxr.data import findings
+from jaxcxr.data import csvfiles, findings
 from jaxcxr.data.splits import Examples, check_patient_disjoint, split_patients
 from jaxcxr.errors import UserError
 
@@ -41,11 +41,13 @@ def find_root(data_dir: pathlib.Path) -> pathlib.Path:
 
 
 def view_of(frontal_lateral: str, ap_pa: str) -> str | None:
-  """A film's view as data.views names it: AP or PA for a frontal film that records it, else frontal or lateral."""
+  """A film's view as data.views names it: AP or PA for a frontal film that records it, else frontal or lateral
+  (any other Frontal/Lateral value as written, lower case, so no view filter keeps it)."""
   if not isinstance(frontal_lateral, str):
     return None
-  if frontal_lateral.strip().lower() == "lateral":
-    return "lateral"
+  view = frontal_lateral.strip().lower()
+  if view != "frontal":
+    return view
   return ap_pa.strip().upper() if isinstance(ap_pa, str) and ap_pa.strip().upper() in ("AP", "PA") else "frontal"
 
 
@@ -60,6 +62,7 @@ def read_csv(csv_path: pathlib.Path) -> pd.DataFrame:
   except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
     raise UserError(f"{csv_path} is not a readable CSV ({str(e).splitlines()[0][:120]}); use the release's "
                     "file") from e
+  csvfiles.check_whole(csv_path, len(table.columns))
   required = ["Path", *VIEW_COLUMNS, findings.NO_FINDING, *findings.CHEXPERT_LABELER]
   missing = [c for c in required if c not in table.columns]
   if missing:

@@ -17,7 +17,7 @@ import pathlib
 
 import pandas as pd
 
-from jaxcxr.data import chexpert, findings
+from jaxcxr.data import chexpert, csvfiles, findings
 from jaxcxr.data.splits import Examples, check_patient_disjoint
 from jaxcxr.errors import UserError
 
@@ -33,9 +33,12 @@ LATERAL = ("LATERAL", "LL", "RL")
 
 
 def _find(root: pathlib.Path, name: str) -> pathlib.Path:
-  for candidate in (root / name, root / f"{name}.gz"):
-    if candidate.is_file():
-      return candidate
+  found = [c for c in (root / name, root / f"{name}.gz") if c.is_file()]
+  if len(found) == 2:
+    raise UserError(f"{root} holds both {name} and {name}.gz; keep one (they may differ), so it is clear which "
+                    "is read")
+  if found:
+    return found[0]
   raise UserError(f"no {name}(.gz) in {root}; point --data_dir at the MIMIC-CXR-JPG folder that holds the three "
                   f"tables ({', '.join(TABLES.values())}) and files/")
 
@@ -46,9 +49,14 @@ def _read(root: pathlib.Path, kind: str) -> pd.DataFrame:
     table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
   except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as e:
     raise UserError(f"{path} is not a readable CSV ({str(e).splitlines()[0][:120]}); use the release's file") from e
+  if path.suffix != ".gz":
+    csvfiles.check_whole(path, len(table.columns))
   missing = [c for c in REQUIRED[kind] if c not in table.columns]
   if missing:
     raise UserError(f"{path} lacks column(s) {', '.join(map(repr, missing))}; use MIMIC-CXR-JPG v2.0.0's table")
+  for column in ("subject_id", "study_id"):  # integers: 010000032 (a spreadsheet's re-save) is 10000032
+    if column in table:
+      table[column] = table[column].str.strip().str.lstrip("0").replace("", "0")
   return table
 
 
@@ -72,10 +80,19 @@ def read_release(data_dir: pathlib.Path, target: str, negatives: str, uncertain:
     twice = films.loc[films["dicom_id"].duplicated(), "dicom_id"].iloc[0]
     raise UserError(f"{_find(data_dir, TABLES['split'])} lists film {twice} "
                     "twice; the file is damaged")
-  labels = _read(data_dir, "labels").drop_duplicates(["subject_id", "study_id"])
+  labels = _read(data_dir, "labels").drop_duplicates()
+  twice = labels["study_id"].duplicated(keep=False)
+  if twice.any():
+    raise UserError(f"{_find(data_dir, TABLES['labels'])} gives study {labels.loc[twice, 'study_id'].iloc[0]} "
+                    f"{int(twice.sum())} different rows; a study has one, so the file is damaged")
   views = _read(data_dir, "metadata")[["dicom_id", "ViewPosition"]]
-  table = films.merge(labels, on=["subject_id", "study_id"], how="left", indicator="labelled") \
-      .merge(views, on="dicom_id", how="left")
+  table = films.merge(labels.rename(columns={"subject_id": "labelled_subject"}), on="study_id", how="left",
+                      indicator="labelled").merge(views, on="dicom_id", how="left")
+  other = (table["labelled"] == "both") & (table["labelled_subject"] != table["subject_id"])
+  if other.any():
+    row = table[other].iloc[0]
+    raise UserError(f"study {row['study_id']} is subject {row['subject_id']}'s in {TABLES['split']} but subject "
+                    f"{row['labelled_subject']}'s in {TABLES['labels']}; use the tables of one release")
   unlabelled = table["labelled"] == "left_only"
   if unlabelled.any():
     log.warning("%d film(s) of %d stud(ies) have no row in %s (e.g. study %s); they are left out, not taken as "

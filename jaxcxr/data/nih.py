@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from jaxcxr.data import csvfiles
 from jaxcxr.data.splits import Examples, check_patient_disjoint, select_examples, split_patients
 from jaxcxr.errors import UserError
 
@@ -73,7 +74,7 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
   if table.empty:
     raise UserError(f"{csv_path} has its header but no rows: the CSV is empty; use the release's Data_Entry_2017 "
                     "file")
-  _check_whole(csv_path, len(header))
+  csvfiles.check_whole(csv_path, len(header))
   table = table.rename(columns=REQUIRED_COLUMNS)
   if table["image_id"].isna().any() or table["labels"].isna().any():
     raise UserError(f"{csv_path} has rows without an Image Index or Finding Labels; the file is damaged")
@@ -98,19 +99,6 @@ def read_metadata(csv_path: pathlib.Path) -> pd.DataFrame:
                 "as positive)", csv_path, len(odd),
                 ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
   return table
-
-
-def _check_whole(csv_path: pathlib.Path, columns: int) -> None:
-  """A copy cut short (a full disk, an interrupted download) ends mid-row: its last row then has fewer fields
-  than the header, and would be read with made-up blanks or a truncated label."""
-  with open(csv_path, "rb") as f:
-    f.seek(0, os.SEEK_END)
-    f.seek(max(f.tell() - 4096, 0))
-    tail = f.read().decode("utf-8", errors="replace")
-  last = tail.rstrip("\r\n").rsplit("\n", 1)[-1]
-  if not tail.endswith("\n") and last.count(",") + 1 < columns:
-    raise UserError(f"{csv_path} is cut short: its last line ({last[:60]!r}) ends mid-row with "
-                    f"{last.count(',') + 1} of {columns} fields; copy or download the file again")
 
 
 def index_images(data_dir: pathlib.Path) -> dict[str, str]:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from jaxcxr.data import images
+from jaxcxr.data import csvfiles, images
 from jaxcxr.data.splits import Examples, check_patient_disjoint, split_patients
 from jaxcxr.errors import UserError
 
@@ -40,6 +40,7 @@ def _read(path: pathlib.Path, columns: list[str]) -> pd.DataFrame:
     table = pd.read_csv(path, dtype={"patientId": str, "class": str})
   except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
     raise UserError(f"{path} is not a readable CSV ({str(e).splitlines()[0][:120]}); use the challenge's file") from e
+  csvfiles.check_whole(path, len(table.columns))
   missing = [c for c in columns if c not in table.columns]
   if missing:
     raise UserError(f"{path} lacks column(s) {', '.join(map(repr, missing))}; expected {','.join(columns)}")
@@ -86,6 +87,12 @@ def read_release(data_dir: pathlib.Path, negatives: str, val_fraction: float, te
     raise UserError(f"{data_dir / CLASSES} lacks film {table.loc[table['class'].isna(), 'image_id'].iloc[0]} of "
                     f"{LABELS}; use the two files of one release")
   positive = table["Target"] == 1
+  contradicted = positive != (table["class"] == CLASS_NAMES[0])
+  if contradicted.any():
+    first = table[contradicted].iloc[0]
+    raise UserError(f"{int(contradicted.sum())} film(s) of {data_dir / LABELS} and {data_dir / CLASSES} disagree "
+                    f"(e.g. {first['image_id']}: Target {first['Target']}, class {first['class']!r}); a Lung Opacity "
+                    "film is Target 1 and no other is: use the two files of one release")
   negative = table["class"] == NORMAL if negatives == "no_finding" else ~positive
   table["label"] = np.where(positive, 1.0, np.where(negative, 0.0, np.nan))
   table["patient_id"] = table["image_id"]

@@ -73,7 +73,8 @@ def test_uncertain_labels_follow_the_policy_and_blanks_are_negative(tmp_path, po
 
 
 def test_views_name_frontal_lateral_ap_and_pa(tmp_path):
-  root = _write(tmp_path, TRAIN, VALID)
+  # A Frontal/Lateral value of neither kind is kept as written, so no view filter takes it for frontal.
+  root = _write(tmp_path, TRAIN + [_row("train/patient00005/study1/view1_oblique.jpg", view="Oblique")], VALID)
   for views, kept in (("frontal", {"PA", "AP"}), ("lateral", {"lateral"}), ("AP", {"AP"}),
                       ("PA,lateral", {"PA", "lateral"})):
     config = _config(views=views)
@@ -145,6 +146,7 @@ def test_masked_films_take_no_part_in_weights_or_the_test_report():
     ("a label of 2.0", "column 'Pneumonia' holds '2.0' in 1 row"),
     ("no AP/PA column", "lacks column(s) 'AP/PA'"),
     ("a Path without a patient", "names no patientNNNNN folder"),
+    ("a file cut short", "train.csv is cut short: its last line"),
 ])
 def test_bad_chexpert_files_get_one_line(tmp_path, case, match):
   root = _write(tmp_path, TRAIN, VALID)
@@ -152,12 +154,46 @@ def test_bad_chexpert_files_get_one_line(tmp_path, case, match):
     (root / "valid.csv").unlink()
   elif case == "a label of 2.0":
     _write(root, TRAIN + [_row("train/patient00004/study1/view1_frontal.jpg", Pneumonia="2.0")], VALID)
+  elif case == "a file cut short":
+    (root / "train.csv").write_text((root / "train.csv").read_text()[:-25])
   elif case == "no AP/PA column":
     (root / "train.csv").write_text((root / "train.csv").read_text().replace(",AP/PA", ",APPA", 1))
   else:
     _write(root, TRAIN + [_row("train/somebody/study1/view1_frontal.jpg")], VALID)
   with pytest.raises(UserError, match=match.replace("(", r"\(").replace(")", r"\)")):
     datasets.read(_config().data, root)
+
+
+def _mimic_copy(mimic_dir, folder):
+  folder.mkdir()
+  for name in (mimic.TABLES["split"], mimic.TABLES["metadata"], f"{mimic.TABLES['labels']}.gz"):
+    (folder / name).write_bytes((mimic_dir / name).read_bytes())
+  return folder
+
+
+def test_mimic_tables_that_disagree_are_named(mimic_dir, tmp_path):
+  labels = gzip.decompress((mimic_dir / f"{mimic.TABLES['labels']}.gz").read_bytes()).decode().splitlines()
+  # Leading zeros on the IDs (a spreadsheet's re-save) read as the same IDs.
+  padded = _mimic_copy(mimic_dir, tmp_path / "padded")
+  (padded / f"{mimic.TABLES['labels']}.gz").write_bytes(gzip.compress(
+      ("\n".join(labels[:1] + ["0" + line for line in labels[1:]]) + "\n").encode()))
+  assert datasets.read(_config("mimic").data, padded).table["label"].notna().sum() == \
+      datasets.read(_config("mimic").data, mimic_dir).table["label"].notna().sum()
+  both = _mimic_copy(mimic_dir, tmp_path / "both")
+  (both / mimic.TABLES["labels"]).write_text("\n".join(labels) + "\n")
+  with pytest.raises(UserError, match="holds both mimic-cxr-2.0.0-chexpert.csv and mimic-cxr-2.0.0-chexpert.csv.gz"):
+    datasets.read(_config("mimic").data, both)
+  twice = _mimic_copy(mimic_dir, tmp_path / "twice")
+  flipped = labels[1].replace("1.0", "0.0", 1) if "1.0" in labels[1] else labels[1].replace(",,", ",1.0,", 1)
+  (twice / f"{mimic.TABLES['labels']}.gz").write_bytes(gzip.compress(("\n".join(labels + [flipped]) + "\n").encode()))
+  with pytest.raises(UserError, match=f"gives study {labels[1].split(',')[1]} 2 different rows"):
+    datasets.read(_config("mimic").data, twice)
+  moved = _mimic_copy(mimic_dir, tmp_path / "moved")
+  subject, study = labels[1].split(",")[:2]
+  (moved / f"{mimic.TABLES['labels']}.gz").write_bytes(gzip.compress(("\n".join(
+      labels[:1] + [labels[1].replace(subject, "19999999", 1)] + labels[2:]) + "\n").encode()))
+  with pytest.raises(UserError, match=f"study {study} is subject {subject}'s in .* but subject 19999999's"):
+    datasets.read(_config("mimic").data, moved)
 
 
 def test_bad_mimic_files_get_one_line(mimic_dir, tmp_path):

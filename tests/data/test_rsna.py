@@ -94,6 +94,7 @@ def test_the_report_scores_localisation_on_the_generated_boxes(rsna_dir):
     ("a negative corner", "box(es) with a negative corner or no area"),
     ("a positive row without a box", "Target 1 row(s) without a box"),
     ("an unknown class", "class 'Opacity' is not one of"),
+    ("a positive film of class Normal", "film(s) of .* disagree"),
 ])
 def test_bad_rsna_files_get_one_line(rsna_dir, tmp_path, case, match):
   for name in (rsna.LABELS, rsna.CLASSES):
@@ -110,8 +111,11 @@ def test_bad_rsna_files_get_one_line(rsna_dir, tmp_path, case, match):
     labels[positive] = f"{pid},-3,10,5,5,1"
   elif case == "a positive row without a box":
     labels[positive] = f"{pid},,,,,1"
-  else:
+  elif case == "an unknown class":
     (tmp_path / rsna.CLASSES).write_text((tmp_path / rsna.CLASSES).read_text().replace("Lung Opacity", "Opacity", 1))
+  else:
+    (tmp_path / rsna.CLASSES).write_text((tmp_path / rsna.CLASSES).read_text().replace(f"{pid},Lung Opacity",
+                                                                                         f"{pid},Normal"))
   if case != "no labels CSV":
     (tmp_path / rsna.LABELS).write_text("\n".join(labels) + "\n")
   with pytest.raises(UserError, match=match.replace("(", r"\(").replace(")", r"\)")):
