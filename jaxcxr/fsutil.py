@@ -43,6 +43,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+_CREATED: set[pathlib.Path] = set()  # folders `ensure_writable_dir` made in this process
+
+
 def ensure_writable_dir(path: str | os.PathLike, what: str) -> pathlib.Path:
   """Creates `path` if needed and proves it is writable, so a run fails at start, not after an epoch."""
   path = pathlib.Path(path)
@@ -52,7 +55,9 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> pathlib.Path:
   if path.exists() and not path.is_dir():
     raise UserError(f"{what} {path} is a file, not a directory; pass a directory")
   try:
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+      path.mkdir(parents=True)
+      _CREATED.add(path.resolve())
     with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
       pass
   except OSError as e:
@@ -87,9 +92,24 @@ def exclusive(folder: pathlib.Path, what: str) -> Iterator[None]:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     yield
+  except BaseException:
+    if folder.resolve() in _CREATED:  # refused before it wrote anything: leave no folder holding only a lock
+      _remove_if_only_the_lock(folder)
+    raise
   finally:
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
+
+
+def _remove_if_only_the_lock(folder: pathlib.Path) -> None:
+  """Removes `folder` if it holds nothing but the lock file and empty folders."""
+  for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    with contextlib.suppress(OSError):
+      sub.rmdir()  # only an empty one goes
+  if [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+    (folder / LOCK_FILE).unlink()
+    with contextlib.suppress(OSError):
+      folder.rmdir()
 
 
 def _alive(pid: int) -> bool:

@@ -43,3 +43,24 @@ def test_a_file_or_a_dangling_link_as_the_directory_is_named_for_what_it_is(tmp_
   with pytest.raises(UserError, match=r"--workdir .*/link is a symbolic link to .*/nowhere, which does not exist"):
     fsutil.ensure_writable_dir(tmp_path / "link", "--workdir")
   assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_refused_run_leaves_no_folder_it_made_holding_only_its_lock(tmp_path):
+  made = fsutil.ensure_writable_dir(tmp_path / "new" / "run", "--workdir")
+  with pytest.raises(UserError, match="refused"):
+    with fsutil.exclusive(made, "--workdir"):
+      (made / "cache").mkdir()  # an empty folder is nothing kept
+      raise UserError("refused")
+  assert not made.exists()
+  given = tmp_path / "given"
+  given.mkdir()  # the user's own folder stays, whatever happens in it
+  with pytest.raises(UserError):
+    with fsutil.exclusive(fsutil.ensure_writable_dir(given, "--workdir"), "--workdir"):
+      raise UserError("refused")
+  assert given.is_dir()
+  worked = fsutil.ensure_writable_dir(tmp_path / "worked", "--workdir")
+  with pytest.raises(UserError):
+    with fsutil.exclusive(worked, "--workdir"):
+      (worked / "config.json").write_text("{}")  # something written: the folder is kept
+      raise UserError("refused")
+  assert (worked / "config.json").is_file()
