@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxcxr import conv
 from jaxcxr.data import synthetic
 from jaxcxr.errors import UserError
 from tests.support import assert_same_state, crash_then_resume, final_state, learning, override, train_run, write_npz
@@ -234,7 +235,7 @@ def backbone_run(request, tmp_path_factory, shared_cache):
 @pytest.mark.slow
 def test_each_backbone_trains_end_to_end_with_batchnorm(backbone_run):
   config, workdir, summary = backbone_run
-  assert summary["config"]["model"]["name"] == config.model.name and summary["lowering"] == "xla"
+  assert summary["config"]["model"]["name"] == config.model.name and summary["lowering"] == conv.BACKBONE_CPU
   assert [r["epoch"] for r in summary["epochs"]] == [1, 2]
   t = summary["test"]
   assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]

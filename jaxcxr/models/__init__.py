@@ -4,9 +4,11 @@ Each network has its own `model.*` keys (besides `name` and `dtype`), and a key
 another network owns is refused. `paper_cnn` receives its convolution as a
 module: `create_model` asks the convolution wing which lowering the platform
 runs (`jaxcxr.conv.resolve`). The backbones (`resnet18`, `resnet50`,
-`densenet121`) are torchvision's networks with BatchNorm and use XLA's own
-convolutions; `model.init_from` names a `.safetensors` file of ImageNet
-weights for them (`weights.py`), applied by the training code to a fresh state.
+`densenet121`) are torchvision's networks with BatchNorm; they receive their
+convolution module from the wing too (`jaxcxr.conv.backbone_module`: on the CPU
+each 1x1 convolution runs as a matmul, elsewhere XLA's own convolutions);
+`model.init_from` names a `.safetensors` file of ImageNet weights for them
+(`weights.py`), applied by the training code to a fresh state.
 """
 
 import dataclasses
@@ -39,9 +41,10 @@ class Network:
   takes_conv: bool = False  # receives the conv wing's module for `model.lowering`
 
 
-def _backbone(features: Callable[..., nn.Module], dtype, outputs: int, **fields) -> nn.Module:
+def _backbone(features: Callable[..., nn.Module], dtype, outputs: int, conv_module: type = nn.Conv,
+              **fields) -> nn.Module:
   fields.pop("init_from")  # read by the training code, not part of the definition
-  return Classifier(features(dtype=dtype, **fields), dtype=dtype, outputs=outputs)
+  return Classifier(features(dtype=dtype, conv_module=conv_module, **fields), dtype=dtype, outputs=outputs)
 
 
 def _densenet_min_size(fields: dict) -> int:
@@ -121,11 +124,12 @@ def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu", outputs:
                  devices: int = 1) -> tuple[nn.Module, str]:
   """`cfg.name` built from its own `model.*` keys (checked by `config_problems`) with `outputs` logits per film
   (one per target), and the convolution lowering it runs with on `platform` over `devices` devices
-  (`model.lowering`, resolved by `jaxcxr.conv.resolve`; XLA's own for the backbones)."""
+  (`model.lowering`, resolved by `jaxcxr.conv.resolve`; the backbones' from `jaxcxr.conv.backbone_module`)."""
   network = MODELS[cfg.name]
   fields = _own_fields(cfg)
   fields["dtype"], fields["outputs"] = DTYPES[cfg.dtype], outputs
   if not network.takes_conv:
-    return network.build(**fields), conv.XLA
+    module, lowering = conv.backbone_module(platform)
+    return network.build(**fields, conv_module=module), lowering
   lowering = conv.resolve(fields.pop("lowering", conv.AUTO), platform, devices=devices)
   return network.build(**fields, conv=conv.module(lowering)), lowering

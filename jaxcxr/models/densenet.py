@@ -20,10 +20,11 @@ class DenseNetFeatures(nn.Module):
   init_features: int = 64
   bn_size: int = 4
   dtype: Any = jnp.float32
+  conv_module: Any = nn.Conv
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    conv, norm = torchvision_layers(self.dtype, train)
+    conv, norm = torchvision_layers(self.dtype, train, self.conv_module)
     x = conv(self.init_features, (7, 7), 2, padding=((3, 3), (3, 3)), name="conv0")(x)
     x = nn.relu(norm(name="norm0")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))

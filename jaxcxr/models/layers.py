@@ -31,12 +31,12 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-def torchvision_layers(dtype: Any, train: bool) -> tuple[Any, Any]:
-  """The convolution and BatchNorm of torchvision's backbones: bias-free convolutions whose padding is given
-  explicitly (flax's 'SAME' pads a stride-2 convolution of an even input asymmetrically, PyTorch
-  symmetrically), and BatchNorm with PyTorch's defaults (running averages moved by 0.1 of each batch's
-  statistics, epsilon 1e-5)."""
-  conv = functools.partial(nn.Conv, use_bias=False, padding="VALID", dtype=dtype)
+def torchvision_layers(dtype: Any, train: bool, conv_module: Any = nn.Conv) -> tuple[Any, Any]:
+  """The convolution and BatchNorm of torchvision's backbones: bias-free convolutions (`conv_module`, a drop-in
+  for `nn.Conv` that the convolution wing picks per platform) whose padding is given explicitly (flax's 'SAME'
+  pads a stride-2 convolution of an even input asymmetrically, PyTorch symmetrically), and BatchNorm with
+  PyTorch's defaults (running averages moved by 0.1 of each batch's statistics, epsilon 1e-5)."""
+  conv = functools.partial(conv_module, use_bias=False, padding="VALID", dtype=dtype)
   norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
   return conv, norm
 

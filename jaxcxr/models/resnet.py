@@ -67,10 +67,11 @@ class ResNetFeatures(nn.Module):
   block: str
   width: int = 64
   dtype: Any = jnp.float32
+  conv_module: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    conv, norm = torchvision_layers(self.dtype, train)
+    conv, norm = torchvision_layers(self.dtype, train, self.conv_module)
     x = conv(self.width, (7, 7), 2, padding=_pad(7), name="conv1")(x)
     x = nn.relu(norm(name="bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from jaxcxr import models
+from jaxcxr import conv, models
 from jaxcxr.configs import densenet121, resnet18, resnet50, tiny
 from jaxcxr.errors import UserError
 from jaxcxr.models import weights
@@ -21,7 +21,7 @@ FEATURE_PARAMETERS = {"resnet18": 11_176_512, "resnet50": 23_508_032, "densenet1
 
 def _model(name):
   model, lowering = models.create_model(CONFIGS[name].get_config().model)
-  assert lowering == "xla"  # the backbones use XLA's own convolutions
+  assert lowering == conv.BACKBONE_CPU  # XLA's own convolutions, each 1x1 one as a matmul
   return model
 
 

@@ -155,8 +155,9 @@ def test_runs_outside_a_checkout_with_config_overrides(tmp_path):
 
 @pytest.mark.slow
 def test_a_backbone_is_benchmarked_through_the_same_step():
+  from jaxcxr import conv  # pylint: disable=g-import-not-at-top
   data = _bench("--config=configs/tiny.py:resnet18")
-  assert data["model"]["name"] == "resnet18" and data["lowering"] == "xla"
+  assert data["model"]["name"] == "resnet18" and data["lowering"] == conv.BACKBONE_CPU
   assert data["flops_per_step"] > 0 and data["jax"]["median_ms"] > 0
 
 
