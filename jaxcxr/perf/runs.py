@@ -64,11 +64,19 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def last_wins(command: list[str]) -> list[str]:
+  """`command` with each `--name=value` flag kept at its last occurrence only: a measurement's own settings come
+  after the user's overrides and win, and a child refuses a flag given twice with two values (`cli`)."""
+  last = {arg.partition("=")[0]: i for i, arg in enumerate(command) if arg.startswith("--") and "=" in arg}
+  return [arg for i, arg in enumerate(command)
+          if not (arg.startswith("--") and "=" in arg) or last[arg.partition("=")[0]] == i]
+
+
 def run_child(command: list[str], *, pin_to_one_core: bool = False, **kwargs) -> subprocess.CompletedProcess:
-  """`subprocess.run(command, **kwargs)` for a training run that must not outlive this process; with
-  `pin_to_one_core`, the child also runs on the first core this process may use."""
+  """`subprocess.run(command, **kwargs)` for a training run that must not outlive this process (`last_wins` of
+  its flags); with `pin_to_one_core`, the child also runs on the first core this process may use."""
   def prepare():
     _die_with_parent()
     if pin_to_one_core:
       os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-  return subprocess.run(command, preexec_fn=prepare, **kwargs)  # pylint: disable=subprocess-popen-preexec-fn
+  return subprocess.run(last_wins(command), preexec_fn=prepare, **kwargs)  # pylint: disable=subprocess-popen-preexec-fn

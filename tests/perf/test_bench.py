@@ -201,3 +201,11 @@ def test_an_output_file_that_could_not_be_written_is_refused_before_any_work(tmp
                           cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith(f"error: --out={tmp_path} is a")
+
+
+def test_a_measurements_own_flags_win_over_the_users_overrides_given_to_its_child():
+  from jaxcxr.perf import runs  # pylint: disable=g-import-not-at-top
+  command = ["python", "-m", "jaxcxr.main", "--config.logging.report=True", "--workdir=w",
+             "--config.logging.report=False", "--explain", "film.png"]
+  assert runs.last_wins(command) == ["python", "-m", "jaxcxr.main", "--workdir=w", "--config.logging.report=False",
+                                     "--explain", "film.png"]
