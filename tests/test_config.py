@@ -144,7 +144,9 @@ def test_the_command_line_stops_in_one_line_before_any_work(tmp_path, args, mess
   (tmp_path / "old.py").write_text("from jaxcxr.configs import default\n\n\ndef get_config():\n"
                                    "  config = default.get_config()\n  del config.train['seed'], config.eval['seed']\n"
                                    "  return config\n")
-  result = run_command(f"--workdir={tmp_path / 'run'}", *(a.format(dir=tmp_path) for a in args))
+  given = [a.format(dir=tmp_path) for a in args]
+  workdir = [] if any(a.startswith("--workdir") for a in given) else [f"--workdir={tmp_path / 'run'}"]
+  result = run_command(*workdir, *given)
   assert result.returncode != 0 and "Traceback" not in result.stderr
   lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "FATAL Flags"))]
   assert len(lines) == 1 and message in lines[0], result.stderr[-1000:]

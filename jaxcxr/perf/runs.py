@@ -23,9 +23,9 @@ def check_out_file(path: str | None, what: str = "--out") -> None:
   target = pathlib.Path(path).expanduser()
   if target.is_dir():
     raise UserError(f"{what}={path} is a folder; pass a file name for the JSON (e.g. {target / 'bench.json'})")
-  folder = target.parent
+  folder = next(p for p in target.parents if p.exists())  # folders still missing are made by the write
   if not folder.is_dir():
-    raise UserError(f"{what}={path}: its folder {folder} does not exist; create it or pass another path")
+    raise UserError(f"{what}={path}: {folder} is a file, not a folder; pass another path")
   if not os.access(folder, os.W_OK):
     raise UserError(f"{what}={path}: its folder {folder} is not writable; pass a writable path")
 

@@ -16,10 +16,16 @@ TINY = ["--config=configs/tiny.py", "--steps=3", "--warmup=1"]  # 32 px, batch 8
 
 
 def _bench(*args):
-  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *TINY, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *_later_wins(TINY, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 0, result.stderr
   return json.loads(result.stdout)
+
+
+def _later_wins(base, args):
+  """`base` flags less those `args` give again (a flag given twice with two values is refused)."""
+  given = {a.partition("=")[0] for a in args}
+  return [*(a for a in base if a.partition("=")[0] not in given), *args]
 
 
 def test_json_schema():
@@ -175,7 +181,8 @@ def test_layers_of_a_backbone_are_refused_in_one_line():
     (["--steps=0"], "flag --steps=0: 0 is not a positive integer"),
 ], ids=["batch-0", "image-4", "steps-0"])
 def test_bad_arguments_are_one_line_before_any_work(args, message):
-  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *TINY, *args], cwd=ROOT, capture_output=True,
+  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *_later_wins(TINY, args)], cwd=ROOT,
+                          capture_output=True,
                           text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode != 0 and "Traceback" not in result.stderr and message in result.stderr
 
@@ -195,8 +202,10 @@ def test_an_output_file_that_could_not_be_written_is_refused_before_any_work(tmp
   runs.check_out_file(str(tmp_path / "bench.json"))  # a new file in a writable folder
   with pytest.raises(UserError, match="is a folder; pass a file name"):
     runs.check_out_file(str(tmp_path))
-  with pytest.raises(UserError, match="does not exist; create it or pass another path"):
-    runs.check_out_file(str(tmp_path / "missing" / "bench.json"))
+  runs.check_out_file(str(tmp_path / "missing" / "bench.json"))  # the write makes the folder
+  (tmp_path / "notes.txt").write_text("")
+  with pytest.raises(UserError, match="notes.txt is a file, not a folder; pass another path"):
+    runs.check_out_file(str(tmp_path / "notes.txt" / "bench.json"))
   result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", "--config=configs/tiny.py", f"--out={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
