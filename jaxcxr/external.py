@@ -117,7 +117,8 @@ def evaluate(folder: str | pathlib.Path, other: ml_collections.ConfigDict, data_
 
 
 def _evaluate_into(out: pathlib.Path, folder: pathlib.Path, network: inference.TrainedNetwork,
-                   data: ml_collections.ConfigDict, data_dir: str, which: str, shared: list[tuple[str, int, int]]) -> dict:
+                   data: ml_collections.ConfigDict, data_dir: str, which: str,
+                   shared: list[tuple[str, int, int]]) -> dict:
   run_config = network.config
   with exclusive(out, "--workdir's external folder"):
     cache_dir = pathlib.Path(data.cache_dir).expanduser() if data.cache_dir else out / "cache"
@@ -140,10 +141,10 @@ def _evaluate_into(out: pathlib.Path, folder: pathlib.Path, network: inference.T
     summary = {"run": str(folder), "step": network.step, "dataset": data.dataset, "data_dir": str(data_dir),
                "split": which, "films": len(split), "patients": len(set(split.patient_ids)),
                "findings": findings, "interval_confidence": eval_cfg.confidence if eval_cfg.bootstrap > 0 else None,
-               "not_shared": {"run_only": [t for t in network.readout.targets
-                                           if t.lower() not in {d.lower() for d in data_targets}],
-                              "dataset_only": [t for t in data_targets
-                                               if t.lower() not in {r.lower() for r in network.readout.targets}]},
+               "not_shared": {"run_only": [t for j, t in enumerate(network.readout.targets)
+                                           if j not in {j for _, j, _ in shared}],
+                              "dataset_only": [t for k, t in enumerate(data_targets)
+                                               if k not in {k for _, _, k in shared}]},
                "notes": notes, "config": data.to_dict()}
     _write_page(out / "report.html", summary, {t: (labels[:, k], network.readout.probabilities(logits)[:, j])
                                                for t, j, k in shared})

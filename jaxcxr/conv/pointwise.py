@@ -17,8 +17,11 @@ from flax.linen import dtypes
 class Conv(nn.Conv):
   """`nn.Conv` whose unpadded, ungrouped, undilated 1x1 convolutions run as one matmul over the channels."""
 
+  def _strides(self) -> tuple[int, ...]:
+    return (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides or (1, 1))
+
   def _is_pointwise(self) -> bool:
-    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides or (1, 1))
+    strides = self._strides()
     ones = all(d in (None, 1) or d == (1, 1) for d in (self.input_dilation, self.kernel_dilation))
     return tuple(self.kernel_size) == (1, 1) and self.padding == "VALID" and self.feature_group_count == 1 and \
         ones and len(strides) == 2 and not self.mask
@@ -27,7 +30,7 @@ class Conv(nn.Conv):
   def __call__(self, inputs: jax.Array) -> jax.Array:
     if not self._is_pointwise():
       return super().__call__(inputs)
-    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides or (1, 1))
+    strides = self._strides()
     kernel = self.param("kernel", self.kernel_init, (1, 1, inputs.shape[-1], self.features), self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
     inputs, kernel, bias = dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)

@@ -200,16 +200,20 @@ def test_a_full_disk_during_an_atomic_write_keeps_the_previous_file(tmp_path, mo
       ["summary.json"]
 
 
+def _tmpfs(mount, options):
+  """A real tmpfs mounted at `mount` with `options`, unmounted afterwards; skipped without root."""
+  mount.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                                         capture_output=True).returncode != 0:
+    pytest.skip("mounting a tmpfs needs root")
+  yield mount
+  subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
   """A real 128 KiB filesystem (tmpfs): room for a run's small files, not for a checkpoint. Needs root."""
-  mount = tmp_path / "disk"
-  mount.mkdir()
-  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)],
-                                         capture_output=True).returncode != 0:
-    pytest.skip("mounting a small tmpfs needs root")
-  yield mount
-  subprocess.run(["umount", "-l", str(mount)], check=False)
+  yield from _tmpfs(tmp_path / "disk", "size=128k")
 
 
 # orbax's writer threads, stopped by the failed write, leave a callback for an asyncio loop that is already closed;
@@ -258,13 +262,7 @@ def test_predict_on_a_read_only_run_folder_stops_before_reading_a_film(default_r
 @pytest.fixture
 def read_only_disk(tmp_path):
   """A real read-only filesystem (a tmpfs mounted ro). Needs root."""
-  mount = tmp_path / "ro"
-  mount.mkdir()
-  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
-                                         capture_output=True).returncode != 0:
-    pytest.skip("mounting a read-only tmpfs needs root")
-  yield mount
-  subprocess.run(["umount", "-l", str(mount)], check=False)
+  yield from _tmpfs(tmp_path / "ro", "ro,size=64k")
 
 
 def test_a_read_only_data_cache_dir_is_named_as_the_config_key(tiny_config, read_only_disk, tmp_path):
