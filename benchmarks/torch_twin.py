@@ -1,4 +1,4 @@
-"""PyTorch twins of jaxcxr's networks and their Adam train step, for side-by-side timing only.
+"""PyTorch twins of jaxcxr's networks, their Adam train step and their forward pass, for side-by-side timing only.
 
 `paper_cnn`: the same layers and shapes (3x3 'same' convs + ReLU, 2x2
 max-pools, flatten, dense + ReLU + dropout, one logit). The backbones:
@@ -16,18 +16,12 @@ import numpy as np
 from jaxcxr.devices import host_cores
 
 
-def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_rate: float,
-              images: np.ndarray, labels: np.ndarray, device: str = "cpu"):
-  """Returns `step() -> loss`, one Adam update on `images` (B, H, W uint8) and `labels` per call.
-
-  The batch is copied to `device` ('cpu' or 'cuda') once, as the JAX side's is.
-  On CUDA, cuDNN picks each convolution's fastest algorithm (as XLA's autotuner
-  does) and float32 matmuls may use TF32, as under XLA's default precision.
-  `model_cfg.dtype == 'bfloat16'` runs the step under bf16 autocast, the
-  counterpart of the JAX model's bf16 compute with float32 parameters.
-  """
+def _placed(model_cfg: ml_collections.ConfigDict, image_size: int, device: str):
+  """The twin network on `device` ('cpu' or 'cuda'), with the backend settings both timings share: on CUDA, cuDNN
+  picks each convolution's fastest algorithm (as XLA's autotuner does), float32 matmuls may use TF32 (as under
+  XLA's default precision) and the layout is channels_last (cuDNN's fast one, as XLA picks its own); on the CPU,
+  one thread per core."""
   import torch  # pylint: disable=g-import-not-at-top  # optional: only the benchmark needs it
-  from torch import nn  # pylint: disable=g-import-not-at-top
 
   device = torch.device(device)
   if device.type == "cuda":
@@ -35,10 +29,25 @@ def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_ra
     torch.set_float32_matmul_precision("high")
   else:
     torch.set_num_threads(host_cores())
-  model = (_paper_cnn(model_cfg, image_size) if model_cfg.name == "paper_cnn" else _backbone(model_cfg))
-  model = model.to(device).train()
+  model = (_paper_cnn(model_cfg, image_size) if model_cfg.name == "paper_cnn" else _backbone(model_cfg)).to(device)
   if device.type == "cuda":
-    model = model.to(memory_format=torch.channels_last)  # cuDNN's fast layout, as XLA picks its own
+    model = model.to(memory_format=torch.channels_last)
+  return model, device
+
+
+def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_rate: float,
+              images: np.ndarray, labels: np.ndarray, device: str = "cpu"):
+  """Returns `step() -> loss`, one Adam update on `images` (B, H, W uint8) and `labels` per call.
+
+  The batch is copied to `device` ('cpu' or 'cuda') once, as the JAX side's is.
+  `model_cfg.dtype == 'bfloat16'` runs the step under bf16 autocast, the
+  counterpart of the JAX model's bf16 compute with float32 parameters.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+
+  model, device = _placed(model_cfg, image_size, device)
+  model.train()
   optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
   loss_fn = nn.BCEWithLogitsLoss()
   pixels = torch.from_numpy(images).to(device)
@@ -56,6 +65,25 @@ def make_step(model_cfg: ml_collections.ConfigDict, image_size: int, learning_ra
     return float(loss.detach())  # waits for the step, as the JAX side's block_until_ready does
 
   return step
+
+
+def make_forward(model_cfg: ml_collections.ConfigDict, image_size: int, images: np.ndarray, device: str = "cpu"):
+  """Returns `forward() -> logits`, the network in `eval()` mode (BatchNorm's running averages, no dropout)
+  applied to `images` (B, H, W uint8) under `torch.inference_mode()`: what a deployed PyTorch model runs, the
+  counterpart of `jaxcxr.inference.forward`. bf16 autocast as in `make_step`."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  model, device = _placed(model_cfg, image_size, device)
+  model.eval()
+  pixels = torch.from_numpy(images).to(device)
+  bf16 = model_cfg.dtype == "bfloat16"
+
+  def forward() -> np.ndarray:
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+      logits = model(((pixels.float() - 127.5) / 64.0)[:, None])
+    return logits.float().cpu().numpy()  # waits for the pass
+
+  return forward
 
 
 def _paper_cnn(model_cfg: ml_collections.ConfigDict, image_size: int):

@@ -18,5 +18,6 @@ def get_config():
       block_sizes=(6, 12, 24, 16),  # dense layers per block; fewer give the tests' tiny variant
       growth_rate=32,               # channels each dense layer adds
       init_features=64,             # channels of the stem
-      init_from=""))                # '' = random init, or a torchvision .safetensors state_dict
+      init_from="",                 # '' = random init, or a torchvision .safetensors state_dict
+      lowering="auto"))             # the CPU's convolutions (docs/performance.md, "Backbone convolutions")
   return config

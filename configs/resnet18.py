@@ -17,5 +17,6 @@ def get_config():
       name="resnet18", dtype="float32",
       stage_sizes=(2, 2, 2, 2),  # blocks per stage; fewer (and a smaller width) give the tests' tiny variant
       width=64,                  # channels of the first stage, doubled at each later one
-      init_from=""))             # '' = random init, or a torchvision .safetensors state_dict
+      init_from="",              # '' = random init, or a torchvision .safetensors state_dict
+      lowering="auto"))          # the CPU's convolutions (docs/performance.md, "Backbone convolutions")
   return config

@@ -65,7 +65,7 @@ class TrainedNetwork:
 
   def logits(self, films: np.ndarray) -> np.ndarray:
     """(N, targets) logits for (N, size, size) uint8 films already at the run's size."""
-    out = [devices.host_array(_forward(self.apply_fn, self.dtype, self.variables, batch))[:n]
+    out = [devices.host_array(forward(self.apply_fn, self.dtype, self.variables, batch))[:n]
            for batch, n in self._batches(films)]
     return np.concatenate(out) if out else np.zeros((0, len(self.readout.targets)), np.float32)
 
@@ -82,7 +82,8 @@ class TrainedNetwork:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _forward(apply_fn, dtype, variables, films):
+def forward(apply_fn, dtype, variables, films):
+  """(B, targets) logits of `films` (B, H, W) uint8: the network in evaluation mode, as predict applies it."""
   return apply_fn(variables, prepare_input(films, dtype), train=False).reshape(films.shape[0], -1)
 
 

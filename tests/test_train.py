@@ -235,7 +235,7 @@ def backbone_run(request, tmp_path_factory, shared_cache):
 @pytest.mark.slow
 def test_each_backbone_trains_end_to_end_with_batchnorm(backbone_run):
   config, workdir, summary = backbone_run
-  assert summary["config"]["model"]["name"] == config.model.name and summary["lowering"] == conv.BACKBONE_CPU
+  assert summary["config"]["model"]["name"] == config.model.name and summary["lowering"] == conv.backbone_module("cpu")[1]
   assert [r["epoch"] for r in summary["epochs"]] == [1, 2]
   t = summary["test"]
   assert t["tn"] + t["fp"] + t["fn"] + t["tp"] == summary["split_sizes"]["test"]

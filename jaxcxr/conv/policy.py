@@ -15,10 +15,8 @@ jaxcxr.perf.bench --layers` (its figures: README, "Where the time goes").
 import dataclasses
 import math
 
-import flax.linen as nn
-
 from jaxcxr import devices as devices_lib
-from jaxcxr.conv import direct, pointwise
+from jaxcxr.conv import direct
 from jaxcxr.conv.algorithms import ALGORITHMS
 from jaxcxr.errors import UserError
 
@@ -113,15 +111,3 @@ def runnable(platform: str) -> tuple[str, ...]:
   """The lowerings that can run on `platform` in this process: all of them on a CPU that can build the
   direct kernel, all but `direct` elsewhere."""
   return tuple(l for l in LOWERINGS if l != DIRECT or (platform == devices_lib.CPU and direct.available()))
-
-
-# The backbones' convolutions on the CPU: XLA's own, but each 1x1 convolution as a matmul (`pointwise.Conv`),
-# which XLA:CPU runs several times faster (docs/performance.md, "Backbone convolutions"). Elsewhere XLA's own.
-BACKBONE_CPU = "xla, 1x1 as matmul"
-
-
-def backbone_module(platform: str) -> tuple[type, str]:
-  """The convolution module a torchvision backbone runs with on `platform`, and the lowering's name."""
-  if platform == devices_lib.CPU:
-    return pointwise.Conv, BACKBONE_CPU
-  return nn.Conv, XLA

@@ -6,7 +6,8 @@ module: `create_model` asks the convolution wing which lowering the platform
 runs (`jaxcxr.conv.resolve`). The backbones (`resnet18`, `resnet50`,
 `densenet121`) are torchvision's networks with BatchNorm; they receive their
 convolution module from the wing too (`jaxcxr.conv.backbone_module`: on the CPU
-each 1x1 convolution runs as a matmul, elsewhere XLA's own convolutions);
+each 1x1 convolution runs as a matmul and each stride-1 'same' one through the
+lowering `auto` resolves to, elsewhere XLA's own convolutions);
 `model.init_from` names a `.safetensors` file of ImageNet weights for them
 (`weights.py`), applied by the training code to a fresh state.
 """
@@ -38,7 +39,7 @@ class Network:
   keys: tuple[str, ...]
   sizes: tuple[str, ...]
   min_image_size: Callable[[dict], int]
-  takes_conv: bool = False  # receives the conv wing's module for `model.lowering`
+  takes_conv: bool = False  # receives the conv wing's stride-1 'SAME' module; else a backbone's (`backbone_module`)
 
 
 def _backbone(features: Callable[..., nn.Module], dtype, outputs: int, conv_module: type = nn.Conv,
@@ -53,7 +54,7 @@ def _densenet_min_size(fields: dict) -> int:
   return 4 * (2 ** (len(fields["block_sizes"]) - 1) - 1) + 1
 
 
-_RESNET_KEYS = ("stage_sizes", "width", "init_from")
+_RESNET_KEYS = ("stage_sizes", "width", "init_from", "lowering")
 MODELS = {
     # Each block ends in an unpadded 2x2 max-pool that rounds down.
     "paper_cnn": Network(PaperCNN, ("widths", "convs_per_block", "dense", "dropout", "lowering"),
@@ -65,7 +66,7 @@ MODELS = {
     "resnet50": Network(functools.partial(_backbone, functools.partial(ResNetFeatures, block="bottleneck")),
                         _RESNET_KEYS, ("stage_sizes", "width"), lambda fields: 1),
     "densenet121": Network(functools.partial(_backbone, DenseNetFeatures),
-                           ("block_sizes", "growth_rate", "init_features", "init_from"),
+                           ("block_sizes", "growth_rate", "init_features", "init_from", "lowering"),
                            ("block_sizes", "growth_rate", "init_features"), _densenet_min_size),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -76,7 +77,8 @@ def _own_fields(cfg: ml_collections.ConfigDict) -> dict:
   """The `model.*` keys that belong to the chosen network (all but the common ones)."""
   return {k: v for k, v in cfg.to_dict().items() if k not in COMMON_KEYS}
 
-__all__ = ["DTYPES", "MODELS", "PaperCNN", "config_problems", "create_model", "max_pool_2x2", "prepare_input"]
+__all__ = ["DTYPES", "MODELS", "PaperCNN", "config_problems", "create_model", "max_pool_2x2", "prepare_input",
+           "with_xla_convolutions"]
 
 
 def config_problems(cfg: ml_collections.ConfigDict, image_size: int, weights_needed: bool = True) -> list[str]:
@@ -128,8 +130,17 @@ def create_model(cfg: ml_collections.ConfigDict, platform: str = "cpu", outputs:
   network = MODELS[cfg.name]
   fields = _own_fields(cfg)
   fields["dtype"], fields["outputs"] = DTYPES[cfg.dtype], outputs
+  requested = fields.pop("lowering", conv.AUTO)  # a backbone run written before backbones had the key: auto
   if not network.takes_conv:
-    module, lowering = conv.backbone_module(platform)
+    module, lowering = conv.backbone_module(platform, requested, devices)
     return network.build(**fields, conv_module=module), lowering
-  lowering = conv.resolve(fields.pop("lowering", conv.AUTO), platform, devices=devices)
+  lowering = conv.resolve(requested, platform, devices=devices)
   return network.build(**fields, conv=conv.module(lowering)), lowering
+
+
+def with_xla_convolutions(model: nn.Module) -> nn.Module:
+  """`model` with XLA's own convolution in every layer, whatever lowering it was built with: the plain
+  formulation, whose FLOPs XLA's cost analysis can count (the own lowerings loop or call compiled kernels)."""
+  if isinstance(model, Classifier):
+    return model.clone(backbone=model.backbone.clone(conv_module=nn.Conv))
+  return model.clone(conv=conv.module(conv.XLA))

@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 from absl import flags
 
-from jaxcxr import augment, cli, conv, devices, hostmem, input_pipeline, models, train_step
+from jaxcxr import augment, cli, conv, devices, hostmem, inference, input_pipeline, models, train_step
 from jaxcxr.data import cache
 from jaxcxr.errors import UserError
 from jaxcxr.optim import create_optimizer
 from jaxcxr.perf import runs
-from jaxcxr.perf.flops import step_flops
+from jaxcxr.perf.flops import forward_flops, step_flops
 
 # The twin lives in the checkout's benchmarks/, outside the package.
 TORCH_TWIN = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "torch_twin.py"
@@ -50,7 +50,9 @@ _PLATFORM = flags.DEFINE_enum("platform", devices.CPU, list(devices.PLATFORMS), 
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (per framework).", lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.", lower_bound=0)
 _TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch twin, alternating step by step.")
-_LAYERS = flags.DEFINE_bool("layers", False, "Also time each conv layer's three passes in every lowering.")
+_LAYERS = flags.DEFINE_bool("layers", False, "Also time each distinct conv layer's three passes in each formulation.")
+_INFERENCE = flags.DEFINE_bool("inference", False, "Time the forward pass predict runs (evaluation mode) instead "
+                               "of the train step; with --torch, against the twin in eval() and inference_mode().")
 _RETAIN = flags.DEFINE_bool("retain_host_memory", True, "On CPU, keep freed host memory mapped (as training "
                              "does; jaxcxr.hostmem). It applies to the whole process, PyTorch twin included.")
 _OUT = cli.path_flag("out", None, "Also write the JSON here.")
@@ -87,37 +89,55 @@ def _median_ms(fn, *args) -> float:
   return statistics.median(_times_ms(fn, *args))
 
 
-def conv_layer_shapes(model, params, image: jax.Array) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-  """(input shape, kernel shape) of every convolution in `model` (`conv.Conv` or flax's), read off a
-  shape-only forward pass."""
-  _, state = jax.eval_shape(lambda: model.apply({"params": params}, image, train=False, mutable=["intermediates"],
-                                                capture_intermediates=lambda m, _: isinstance(m, (conv.Conv, nn.Conv))))
-  shapes = []
-  for name, captured in state["intermediates"].items():
-    if "__call__" in captured:
-      kernel = params[name]["kernel"].shape
-      out = captured["__call__"][0].shape
-      shapes.append(((*out[:3], kernel[2]), kernel))
-  return shapes
+def conv_layers(model: nn.Module, variables: dict, image: jax.Array) -> list[tuple[nn.Module, tuple[int, ...]]]:
+  """Every convolution `model` applies (`conv.Conv`, or flax's and its subclasses), as built, with the shape of
+  its input, in order, read off a shape-only forward pass."""
+  found = {}
+
+  def record(next_fun, args, kwargs, context):
+    layer = context.module
+    if context.method_name == "__call__" and isinstance(layer, (conv.Conv, nn.Conv)):
+      found.setdefault(layer.path, (layer, tuple(args[0].shape)))  # a subclass's super() call is the same layer
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.apply(variables, image, train=False))
+  return list(found.values())
 
 
-def time_conv_layers(shapes, device: jax.Device, dtype) -> list[dict]:
-  """Median ms of each layer's forward pass, input gradient and kernel gradient, per lowering."""
-  rows = []
-  for x_shape, k_shape in shapes:
-    x, kernel, g = (jax.device_put(jax.random.normal(jax.random.key(i), shape, dtype), device)
-                    for i, shape in enumerate((x_shape, k_shape, (*x_shape[:3], k_shape[3]))))
-    row = {"input": list(x_shape), "kernel": list(k_shape)}
-    for name in conv.runnable(device.platform):
-      fn = conv.convolution(name)
+def _layer_key(layer: nn.Module, x_shape: tuple[int, ...]) -> str:
+  """What a layer's timing depends on: its input shape and its fields (identical layers are timed once)."""
+  return repr((x_shape, layer.clone(parent=None, name=None)))
+
+
+def time_conv_layers(layers: list[tuple[nn.Module, tuple[int, ...]]], device: jax.Device, dtype) -> list[dict]:
+  """Median ms of each distinct layer's forward pass, input gradient and kernel gradient in each formulation that
+  computes it differently (`conv.variants`), with how many layers of the network share its shape and which
+  formulation the network runs it with."""
+  rows = {}
+  for layer, x_shape in layers:
+    key = _layer_key(layer, x_shape)
+    if key in rows:
+      rows[key]["count"] += 1
+      continue
+    formulations = conv.variants(layer, device.platform)
+    x = jax.device_put(jax.random.normal(jax.random.key(0), x_shape, dtype), device)
+    params = jax.device_put(next(iter(formulations.values())).init(jax.random.key(1), x), device)
+    row = {"input": list(x_shape), "kernel": list(params["params"]["kernel"].shape),
+           "strides": list(conv.strides_of(layer)),
+           "count": 1, "runs": conv.formulation_of(layer)}
+    out = jax.eval_shape(next(iter(formulations.values())).apply, params, x)
+    g = jax.device_put(jax.random.normal(jax.random.key(2), out.shape, dtype), device)
+    for name, formulation in formulations.items():
+      apply = formulation.apply
       row[name] = {
-          "forward_ms": _median_ms(jax.jit(fn), x, kernel),
-          "input_grad_ms": _median_ms(jax.jit(lambda x, k, g, fn=fn: jax.vjp(lambda x_: fn(x_, k), x)[1](g)), x,
-                                      kernel, g),
-          "kernel_grad_ms": _median_ms(jax.jit(lambda x, k, g, fn=fn: jax.vjp(lambda k_: fn(x, k_), k)[1](g)), x,
-                                       kernel, g)}
-    rows.append(row)
-  return rows
+          "forward_ms": _median_ms(jax.jit(apply), params, x),
+          "input_grad_ms": _median_ms(jax.jit(lambda p, x, g, f=apply: jax.vjp(lambda x_: f(p, x_), x)[1](g)),
+                                      params, x, g),
+          "kernel_grad_ms": _median_ms(jax.jit(lambda p, x, g, f=apply: jax.vjp(lambda p_: f(p_, x), p)[1](g)),
+                                       params, x, g)}
+    rows[key] = row
+  return list(rows.values())
 
 
 def load_torch_twin(path: pathlib.Path = TORCH_TWIN):
@@ -171,6 +191,25 @@ def time_end_to_end(config, step, state, device: jax.Device, steps: int, warmup:
           "worker_processes": config.data.worker_processes, "host_cores": devices.host_cores()}
 
 
+def _alternate(jax_call, torch_call, steps: int, warmup: int) -> tuple[list[float], list[float]]:
+  """Wall ms of `steps` synchronized calls of `jax_call` and of `torch_call` (if any), one of each in turn, so
+  that both see the same machine state; after `warmup` untimed calls of each."""
+  for _ in range(warmup):
+    jax.block_until_ready(jax_call())
+    if torch_call:
+      torch_call()
+  jax_ms, torch_ms = [], []
+  for _ in range(steps):
+    t = time.perf_counter()
+    jax.block_until_ready(jax_call())
+    jax_ms.append(1000.0 * (time.perf_counter() - t))
+    if torch_call:
+      t = time.perf_counter()
+      torch_call()  # returns host values: it waits for the work
+      torch_ms.append(1000.0 * (time.perf_counter() - t))
+  return jax_ms, torch_ms
+
+
 def _stats(ms: list[float], batch: int) -> dict:
   return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
           "images_per_s": 1000.0 * batch / statistics.median(ms)}
@@ -181,10 +220,8 @@ def main(argv):
   runs.check_out_file(_OUT.value)  # before the minutes of work, not after them
   twin = load_torch_twin() if _TORCH.value else None  # fail before the minutes of JAX work
   config = cli.load_config(_CONFIG)
-  network = models.MODELS[config.model.name]
-  if _LAYERS.value and not network.takes_conv:
-    raise UserError(f"--layers times each convolution in every lowering, which only paper_cnn has; "
-                    f"model.name={config.model.name} uses XLA's own convolutions")
+  if _INFERENCE.value and _END_TO_END.value:
+    raise UserError("--end_to_end feeds the train step, which --inference does not time; give one of them")
   size, batch = config.data.image_size, config.train.batch_size
   if _PLATFORM.value == devices.CPU and _RETAIN.value:
     hostmem.retain_freed_memory()  # before the CPU backend starts, as jaxcxr.main does for training
@@ -198,31 +235,34 @@ def main(argv):
           "label": (np.arange(batch) % 2).astype(np.int32)}
   data = jax.device_put(host, device)
   photometric = augment.photometric_params(config.data.augment)
-  train, _ = train_step.jit_steps(1.0, model.dtype, photometric)
+  torch_device = "cuda" if device.platform == devices.GPU else "cpu"
   t = time.perf_counter()
-  step = train.lower(state, data).compile()
+  if _INFERENCE.value:
+    variables = train_step.eval_variables(state)
+    jax.block_until_ready(inference.forward(model.apply, model.dtype, variables, data["image"]))  # compiles
+
+    def jax_call():
+      return inference.forward(model.apply, model.dtype, variables, data["image"])
+
+    torch_call = twin.make_forward(config.model, size, host["image"], torch_device) if twin else None
+    flops = forward_flops(model, variables, data["image"])
+  else:
+    train, _ = train_step.jit_steps(1.0, model.dtype, photometric)
+    step = train.lower(state, data).compile()
+    flops = step_flops(model, state, data, 1.0, photometric)
+
+    def jax_call():
+      nonlocal state
+      state = step(state, data)
+      return state.step
+
+    torch_call = twin.make_step(config.model, size, config.train.learning_rate, host["image"], host["label"],
+                                torch_device) if twin else None
   compile_s = time.perf_counter() - t
-  torch_step = twin.make_step(config.model, size, config.train.learning_rate, host["image"], host["label"],
-                              "cuda" if device.platform == devices.GPU else "cpu") if twin else None
-  for _ in range(_WARMUP.value):
-    state = step(state, data)
-    if torch_step:
-      torch_step()
-  jax.block_until_ready(state)
-  jax_ms, torch_ms = [], []
-  for _ in range(_STEPS.value):
-    t = time.perf_counter()
-    state = step(state, data)
-    jax.block_until_ready(state.step)
-    jax_ms.append(1000.0 * (time.perf_counter() - t))
-    if torch_step:
-      t = time.perf_counter()
-      torch_step()
-      torch_ms.append(1000.0 * (time.perf_counter() - t))
-  flops = step_flops(model, state, data, 1.0, photometric)
+  jax_ms, torch_ms = _alternate(jax_call, torch_call, _STEPS.value, _WARMUP.value)
   peak = matmul_peak_flops(device, model.dtype)
   result = {"device": devices.record([device]), "model": config.model.to_dict(),
-            "lowering": lowering, "image_size": size,
+            "timed": "inference" if _INFERENCE.value else "train_step", "lowering": lowering, "image_size": size,
             "batch_size": batch, "optimizer": config.train.optimizer, "compile_s": compile_s,
             "steps": _STEPS.value, "jax": _stats(jax_ms, batch), "flops_per_step": flops,
             "matmul_peak_flops_per_s": peak, "matmul_peak_dtype": jnp.dtype(model.dtype).name,
@@ -236,7 +276,7 @@ def main(argv):
     result["jax_over_torch_images_per_s"] = result["jax"]["images_per_s"] / result["torch"]["images_per_s"]
   if _LAYERS.value:
     image = jnp.zeros((batch, size, size, 1), model.dtype)
-    result["conv_layers"] = time_conv_layers(conv_layer_shapes(model, state.params, image), device,
+    result["conv_layers"] = time_conv_layers(conv_layers(model, train_step.eval_variables(state), image), device,
                                              model.dtype)
   if _END_TO_END.value:  # last: the state is donated to these steps
     result["end_to_end"] = time_end_to_end(config, step, state, device, _STEPS.value, _WARMUP.value)

@@ -1,4 +1,4 @@
-"""FLOPs of one training step, counted by XLA's cost analysis of the step's plain formulation."""
+"""FLOPs of one training step or forward pass, counted by XLA's cost analysis of the plain formulation."""
 
 import functools
 
@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from jaxcxr import augment, conv, devices, models, optim, train_step
+from jaxcxr import augment, conv, devices, inference, models, optim, train_step
 
 
 def step_flops(model: nn.Module, state: train_step.TrainState, batch: dict, pos_weight: float,
@@ -25,10 +25,25 @@ def step_flops(model: nn.Module, state: train_step.TrainState, batch: dict, pos_
     cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
   except RuntimeError:  # JAX_PLATFORMS names no cpu
     return None
-  plain = model.clone(conv=conv.module(conv.XLA)) if hasattr(model, "conv") else model
+  plain = models.with_xla_convolutions(model)
   step, _ = train_step.jit_steps(pos_weight, model.dtype, photometric)
-  shapes = train_step.placed_shapes((state.replace(apply_fn=plain.apply), batch), cpu)
-  analysis = step.lower(*shapes).cost_analysis()
+  return _counted(step.lower(*train_step.placed_shapes((state.replace(apply_fn=plain.apply), batch), cpu)))
+
+
+def forward_flops(model: nn.Module, variables: dict, films: jax.Array) -> float | None:
+  """FLOPs of `inference.forward` of `model` on `variables` and (B, H, W) uint8 `films`, counted as `step_flops`
+  counts a step."""
+  try:
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  except RuntimeError:
+    return None
+  plain = models.with_xla_convolutions(model)
+  shapes = train_step.placed_shapes((variables, films), cpu)
+  return _counted(inference.forward.lower(plain.apply, model.dtype, *shapes))
+
+
+def _counted(lowered) -> float | None:
+  analysis = lowered.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get("flops")

@@ -21,7 +21,7 @@ FEATURE_PARAMETERS = {"resnet18": 11_176_512, "resnet50": 23_508_032, "densenet1
 
 def _model(name):
   model, lowering = models.create_model(CONFIGS[name].get_config().model)
-  assert lowering == conv.BACKBONE_CPU  # XLA's own convolutions, each 1x1 one as a matmul
+  assert lowering == conv.backbone_module("cpu")[1]  # the CPU's reformulated convolutions
   return model
 
 

@@ -95,14 +95,47 @@ def test_layers_lists_every_conv_with_every_lowering():
   from jaxcxr.configs import tiny
   model = tiny.get_config().model
   layers = _bench("--layers")["conv_layers"]
-  assert len(layers) == len(model.widths) * model.convs_per_block
-  assert [row["kernel"][3] for row in layers] == [w for w in model.widths for _ in range(model.convs_per_block)]
+  assert sum(row["count"] for row in layers) == len(model.widths) * model.convs_per_block
+  assert [row["kernel"][3] for row in layers for _ in range(row["count"])] == [
+      w for w in model.widths for _ in range(model.convs_per_block)]
   assert layers[0]["input"] == [8, 32, 32, 1] and layers[1]["input"][3] == model.widths[0]
   for row in layers:
-    assert set(row) == {"input", "kernel", "xla", "gemm", "winograd", "direct"}  # CI has a C++ compiler
-    for lowering in ("xla", "gemm", "winograd", "direct"):
+    lowerings = ("xla", "gemm", "winograd", "direct")  # CI has a C++ compiler
+    assert set(row) == {"input", "kernel", "strides", "count", "runs", *lowerings}
+    assert row["strides"] == [1, 1] and row["runs"] == "direct"  # auto on 2 cores
+    for lowering in lowerings:
       assert set(row[lowering]) == {"forward_ms", "input_grad_ms", "kernel_grad_ms"}
       assert all(ms > 0 for ms in row[lowering].values())
+
+
+@pytest.mark.slow
+def test_layers_of_a_backbone_time_each_formulation_that_computes_the_layer():
+  from jaxcxr import conv
+  layers = _bench("--config=configs/tiny.py:resnet18", "--layers")["conv_layers"]
+  # stem, 3x3s of stride 1 (the first stage's two share a shape), the strided 3x3, the strided 1x1 shortcut
+  assert sum(row["count"] for row in layers) == 6
+  kinds = {(tuple(row["kernel"][:2]), tuple(row["strides"])): row for row in layers}
+  stem, same, strided, shortcut = (kinds[k] for k in (((7, 7), (2, 2)), ((3, 3), (1, 1)), ((3, 3), (2, 2)),
+                                                          ((1, 1), (2, 2))))
+  lowerings = conv.runnable("cpu")
+  assert set(stem) - {"input", "kernel", "strides", "count", "runs"} == {"xla"} and stem["runs"] == "xla"
+  assert set(strided) - {"input", "kernel", "strides", "count", "runs"} == {"xla"}
+  assert set(same) - {"input", "kernel", "strides", "count", "runs"} == set(lowerings)
+  assert same["runs"] == conv.resolve(conv.AUTO, "cpu")
+  assert set(shortcut) - {"input", "kernel", "strides", "count", "runs"} == {"xla", "matmul"}
+  assert shortcut["runs"] == "matmul" and shortcut["input"] == [8, 8, 8, 8]
+  assert all(ms > 0 for row in layers for name in lowerings if name in row for ms in row[name].values())
+
+
+@pytest.mark.slow
+def test_inference_times_the_forward_pass_beside_the_twins():
+  pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  step, forward = _bench(), _bench("--inference", "--torch")
+  assert step["timed"] == "train_step" and forward["timed"] == "inference"
+  # A forward pass is about a third of a step's work (the backward pass is about twice it).
+  assert 0.2 < forward["flops_per_step"] / step["flops_per_step"] < 0.5
+  assert forward["torch"]["median_ms"] > 0 and forward["jax_over_torch_images_per_s"] == pytest.approx(
+      forward["jax"]["images_per_s"] / forward["torch"]["images_per_s"])
 
 
 @IMPORTS_BENCH
@@ -163,23 +196,16 @@ def test_runs_outside_a_checkout_with_config_overrides(tmp_path):
 def test_a_backbone_is_benchmarked_through_the_same_step():
   from jaxcxr import conv  # pylint: disable=g-import-not-at-top
   data = _bench("--config=configs/tiny.py:resnet18")
-  assert data["model"]["name"] == "resnet18" and data["lowering"] == conv.BACKBONE_CPU
+  assert data["model"]["name"] == "resnet18" and data["lowering"] == conv.backbone_module("cpu")[1]
   assert data["flops_per_step"] > 0 and data["jax"]["median_ms"] > 0
-
-
-def test_layers_of_a_backbone_are_refused_in_one_line():
-  result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", "--config=configs/tiny.py:resnet18",
-                           "--layers", "--steps=1"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1].startswith("error: --layers times each convolution")
 
 
 @pytest.mark.parametrize("args,message", [
     (["--config.train.batch_size=0"], "error: invalid config: train.batch_size=0 must be at least 1"),
     (["--config.data.image_size=4"], "data.image_size=4 must be at least 8"),
     (["--steps=0"], "flag --steps=0: 0 is not a positive integer"),
-], ids=["batch-0", "image-4", "steps-0"])
+    (["--inference", "--end_to_end"], "error: --end_to_end feeds the train step, which --inference does not time"),
+], ids=["batch-0", "image-4", "steps-0", "inference-end-to-end"])
 def test_bad_arguments_are_one_line_before_any_work(args, message):
   result = subprocess.run([sys.executable, "-m", "jaxcxr.perf.bench", *_later_wins(TINY, args)], cwd=ROOT,
                           capture_output=True,
