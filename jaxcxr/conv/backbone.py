@@ -7,7 +7,11 @@ several times slower than the forward pass (docs/performance.md, "Backbone convo
   (autodiff turns its gradients into matmuls too);
 - sends a stride-1 convolution padded to its own size ('same', odd kernel) through the convolution wing's
   `lowering` (`module.convolution`): each pass then runs the algorithm `policy.py`'s table names for its shape;
-- leaves every other convolution (the strided 3x3s and the 7x7 stem) to `flax.linen.Conv`.
+- computes a strided convolution with explicit padding (the strided 3x3s, the 7x7 stem) with XLA's own
+  forward pass and input gradient, but its kernel gradient as a matmul of each image pair's patches against the
+  output gradient (`strided_kernel_grad`), where XLA runs it 3-4x slower;
+- leaves every other convolution to `flax.linen.Conv`.
+With `lowering=xla` only the matmuls of the 1x1s are kept: every other layer is nn.Conv's.
 Its parameters are nn.Conv's (`kernel` HWIO, `bias`), so checkpoints and imported weights move between it and
 nn.Conv.
 """
@@ -18,12 +22,56 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from flax.linen import dtypes
 
 from jaxcxr import devices as devices_lib
-from jaxcxr.conv import module, policy
+from jaxcxr.conv import gemm, module, policy
 
 MATMUL = "matmul"  # the 1x1 path's name in the per-layer benchmark
+PATCHES = "patches"  # the strided path's
+
+
+def _conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...], padding) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def strided_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strides: tuple[int, ...],
+                        padding) -> jax.Array:
+  """d(loss)/d(kernel) of `_conv(x, kernel, strides, padding)` given its output gradient `g`: for each
+  `gemm.CHUNK_IMAGES` images, the (pixels x kh*kw*ci) patch matrix of the padded input, one strided view per
+  kernel tap, times the output gradient; summed over the chunks (`lax.scan`), so each patch matrix stays
+  cache-sized."""
+  kh, kw, ci, co = kernel_shape
+  (sh, sw), (oh, ow) = strides, g.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+
+  def one(total, chunk):
+    xc, gc = chunk
+    patches = jnp.concatenate([xc[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw]
+                               for a in range(kh) for b in range(kw)], axis=-1)
+    return total + jnp.einsum("bijk,bijo->ko", patches, gc, preferred_element_type=jnp.float32), None
+
+  total, _ = jax.lax.scan(one, jnp.zeros((kh * kw * ci, co), jnp.float32), (gemm.chunked(xp), gemm.chunked(g)))
+  return total.reshape(kh, kw, ci, co)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _strided(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...], padding) -> jax.Array:
+  return _conv(x, kernel, strides, padding)
+
+
+def _strided_fwd(x, kernel, strides, padding):
+  return _conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _strided_bwd(strides, padding, residuals, g):
+  x, kernel = residuals
+  dx = jax.vjp(lambda x_: _conv(x_, kernel, strides, padding), x)[1](g)[0]  # XLA's own input gradient
+  return dx, strided_kernel_grad(x, g, kernel.shape, strides, padding).astype(kernel.dtype)
+
+
+_strided.defvjp(_strided_fwd, _strided_bwd)
 
 
 def strides_of(layer: nn.Module) -> tuple[int, ...]:
@@ -42,17 +90,30 @@ class Conv(nn.Conv):
     return self.feature_group_count == 1 and ones and len(strides_of(self)) == 2 and not self.mask
 
   def path(self) -> str:
-    """How this layer is computed: `MATMUL`, the wing's `lowering`, or `policy.XLA` (nn.Conv's own)."""
+    """How this layer is computed: `MATMUL`, the wing's `lowering`, `PATCHES`, or `policy.XLA` (nn.Conv's own)."""
     kernel = tuple(self.kernel_size)
     if not self._plain():
       return policy.XLA
     if kernel == (1, 1) and self.padding == "VALID":
       return MATMUL
-    same = tuple((k // 2, k // 2) for k in kernel)
-    padding = tuple(tuple(p) for p in self.padding) if not isinstance(self.padding, str) else self.padding
-    if all(k % 2 for k in kernel) and strides_of(self) == (1, 1) and padding in (same, "SAME"):
+    if self.lowering == policy.XLA:
+      return policy.XLA
+    pairs = self._padding_pairs()
+    if all(k % 2 for k in kernel) and strides_of(self) == (1, 1) and (
+        self.padding == "SAME" or pairs == tuple((k // 2, k // 2) for k in kernel)):
       return self.lowering
+    if strides_of(self) != (1, 1) and pairs is not None:
+      return PATCHES
     return policy.XLA
+
+  def _padding_pairs(self) -> tuple[tuple[int, int], ...] | None:
+    """The padding as (low, high) per spatial dimension where it is given so explicitly, else None."""
+    padding = self.padding
+    if isinstance(padding, str) or not isinstance(padding, (tuple, list)) or len(padding) != 2:
+      return None
+    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in padding):
+      return None
+    return tuple(tuple(p) for p in padding)
 
   @nn.compact
   def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -68,6 +129,8 @@ class Conv(nn.Conv):
       picked = inputs[:, ::strides[0], ::strides[1], :] if strides != (1, 1) else inputs
       y = jax.lax.dot_general(picked, kernel[0, 0], (((picked.ndim - 1,), (0,)), ((), ())),
                               precision=self.precision)
+    elif path == PATCHES:
+      y = _strided(inputs, kernel, strides_of(self), self._padding_pairs())
     else:
       y = module.convolution(path)(inputs, kernel)
     return y + bias.reshape((1,) * (y.ndim - 1) + (-1,)) if bias is not None else y

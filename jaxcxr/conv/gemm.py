@@ -46,7 +46,7 @@ def _row_patches(xp: jax.Array, width: int, kw: int) -> jax.Array:
   return jnp.concatenate([xp[:, :, j:j + width] for j in range(kw)], axis=-1)
 
 
-def _chunked(x: jax.Array) -> jax.Array:
+def chunked(x: jax.Array) -> jax.Array:
   """(B, ...) -> (B / chunk, chunk, ...): `CHUNK_IMAGES` images per chunk, or 1 for an odd batch."""
   chunk = CHUNK_IMAGES if x.shape[0] % CHUNK_IMAGES == 0 else 1
   return x.reshape(x.shape[0] // chunk, chunk, *x.shape[1:])
@@ -63,7 +63,7 @@ def lag_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     z = z.reshape(*z.shape[:3], kh, co)
     return None, sum(z[:, i:i + h, :, i] for i in range(kh))
 
-  return lax.scan(one, None, _chunked(x))[1].reshape(b, h, w, co)
+  return lax.scan(one, None, chunked(x))[1].reshape(b, h, w, co)
 
 
 def lag_kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -84,7 +84,7 @@ def lag_kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array) -> jax.Array:
     return acc + jnp.dot(patches.reshape(-1, kw * ci).T, shifted.reshape(-1, kh * co),
                          preferred_element_type=jnp.float32), None
 
-  acc, _ = lax.scan(one, jnp.zeros((kw * ci, kh * co), jnp.float32), (_chunked(x), _chunked(g)))
+  acc, _ = lax.scan(one, jnp.zeros((kw * ci, kh * co), jnp.float32), (chunked(x), chunked(g)))
   return acc.reshape(kw, ci, kh, co).transpose(2, 0, 1, 3)
 
 

@@ -14,21 +14,25 @@ from jaxcxr.conv import backbone
 from jaxcxr.errors import UserError
 
 SAME3 = ((1, 1), (1, 1))
-# (kernel, strides, padding, lowering, the path it takes)
-CASES = [((1, 1), 1, "VALID", conv.XLA, backbone.MATMUL), ((1, 1), 2, "VALID", conv.XLA, backbone.MATMUL),
-         ((3, 3), 2, SAME3, "direct", conv.XLA), ((7, 7), 2, ((3, 3), (3, 3)), "direct", conv.XLA),
-         *(((3, 3), 1, SAME3, lowering, lowering) for lowering in ("gemm", "winograd", "direct"))]
+STEM = ((3, 3), (3, 3))
+# (kernel, strides, padding, lowering, the path it takes, images)
+CASES = [((1, 1), 1, "VALID", conv.XLA, backbone.MATMUL, 4), ((1, 1), 2, "VALID", conv.XLA, backbone.MATMUL, 4),
+         ((3, 3), 2, SAME3, "gemm", backbone.PATCHES, 4), ((7, 7), 2, STEM, "gemm", backbone.PATCHES, 4),
+         ((7, 7), 2, STEM, "gemm", backbone.PATCHES, 3), ((7, 7), 2, STEM, conv.XLA, conv.XLA, 4),
+         ((3, 3), 2, ((0, 1), (2, 1)), "gemm", backbone.PATCHES, 4),
+         *(((3, 3), 1, SAME3, lowering, lowering, 4) for lowering in ("gemm", "winograd", "direct"))]
 
 
-@pytest.mark.parametrize("kernel,strides,padding,lowering,path", CASES,
-                         ids=["1x1", "1x1-stride2", "3x3-stride2", "7x7-stem", "3x3-gemm", "3x3-winograd",
-                              "3x3-direct"])
+@pytest.mark.parametrize("kernel,strides,padding,lowering,path,images", CASES,
+                         ids=["1x1", "1x1-stride2", "3x3-stride2", "7x7-stem", "7x7-stem-odd-batch", "7x7-stem-xla",
+                              "3x3-stride2-uneven-padding", "3x3-gemm", "3x3-winograd", "3x3-direct"])
 def test_the_backbone_conv_is_nn_conv_in_parameters_values_gradients_and_training(kernel, strides, padding,
-                                                                                   lowering, path):
+                                                                                   lowering, path, images):
   if lowering not in conv.runnable("cpu"):
     pytest.skip(f"{lowering} cannot run here (no C++ compiler)")
   # Odd sides: a stride-2 1x1 keeps ceil(11 / 2). 32 channels in and out: the wide layers' algorithms take them.
-  x = jax.random.normal(jax.random.key(1), (4, 11, 11, 32))
+  # An odd batch: the strided kernel gradient's image pairs become single images.
+  x = jax.random.normal(jax.random.key(1), (images, 11, 11, 32))
   ours = backbone.Conv(32, kernel, strides, padding=padding, use_bias=False, lowering=lowering)
   theirs = nn.Conv(32, kernel, strides, padding=padding, use_bias=False)
   assert ours.path() == path
@@ -70,6 +74,7 @@ def test_a_bias_is_added_on_the_reformulated_paths():
                          ids=["unpadded-3x3", "grouped", "padded-1x1", "dilated"])
 def test_what_neither_reformulation_computes_is_left_to_nn_conv(layer):
   assert backbone.Conv(8, lowering="direct", **layer).path() == conv.XLA
+  assert backbone.Conv(8, strides=2, lowering="direct", **{**layer, "padding": 1}).path() == conv.XLA
 
 
 def test_the_cpu_backbones_take_the_reformulations_and_the_gpu_keeps_xla():

@@ -118,13 +118,15 @@ def test_layers_of_a_backbone_time_each_formulation_that_computes_the_layer():
   stem, same, strided, shortcut = (kinds[k] for k in (((7, 7), (2, 2)), ((3, 3), (1, 1)), ((3, 3), (2, 2)),
                                                           ((1, 1), (2, 2))))
   lowerings = conv.runnable("cpu")
-  assert set(stem) - {"input", "kernel", "strides", "count", "runs"} == {"xla"} and stem["runs"] == "xla"
-  assert set(strided) - {"input", "kernel", "strides", "count", "runs"} == {"xla"}
+  for row in (stem, strided):
+    assert set(row) - {"input", "kernel", "strides", "count", "runs"} == {"xla", "patches"}
+    assert row["runs"] == "patches"
   assert set(same) - {"input", "kernel", "strides", "count", "runs"} == set(lowerings)
   assert same["runs"] == conv.resolve(conv.AUTO, "cpu")
   assert set(shortcut) - {"input", "kernel", "strides", "count", "runs"} == {"xla", "matmul"}
   assert shortcut["runs"] == "matmul" and shortcut["input"] == [8, 8, 8, 8]
-  assert all(ms > 0 for row in layers for name in lowerings if name in row for ms in row[name].values())
+  assert all(ms > 0 for row in layers for name in (*lowerings, "matmul", "patches") if name in row
+             for ms in row[name].values())
 
 
 @pytest.mark.slow
