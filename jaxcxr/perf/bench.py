@@ -5,6 +5,7 @@
   python -m jaxcxr.perf.bench --platform=gpu --config.model.dtype=bfloat16
   python -m jaxcxr.perf.bench --config.data.image_size=180 --config.train.batch_size=16   # any config key
   python -m jaxcxr.perf.bench --layers              # + each conv layer's passes in every lowering
+  python -m jaxcxr.perf.bench --config=configs/resnet50.py --torch --inference   # the forward pass predict runs
   python -m jaxcxr.perf.bench --torch --noretain_host_memory   # glibc's default: big buffers re-mmapped each step
   python -m jaxcxr.perf.bench --end_to_end --platform=gpu --config.model.dtype=bfloat16 --config.train.batch_size=256
 
@@ -14,9 +15,10 @@ after `block_until_ready`. FLOPs per step come from XLA's cost analysis; the
 peak is a large matmul in the model's compute dtype, timed in the same process on the same device.
 With --torch, the PyTorch twin (`benchmarks/torch_twin.py`: the paper CNN, or
 torchvision's own backbone) runs the same shapes, one step each in turn, so both
-see the same machine state. With --layers (the paper CNN only), each
-convolution of the model is also timed alone (forward, input gradient, kernel
-gradient) in every lowering: the evidence behind `jaxcxr/conv/policy.py`'s table. With --end_to_end, the
+see the same machine state. With --inference, the forward pass predict runs is timed instead of the step (the
+twin in eval() and inference_mode()). With --layers, each distinct convolution of the model is also timed alone
+(forward, input gradient, kernel gradient, both gradients) in each formulation that computes it differently:
+the evidence behind `jaxcxr/conv/policy.py`'s table and `jaxcxr/conv/backbone.py`'s paths. With --end_to_end, the
 same step is also fed by the training loop's own input path (an on-disk cache of random films, the grain
 stream with the config's augmentation, threads and worker processes, the device prefetcher), and the two
 rates are compared: whether the input pipeline keeps the device busy. Prints JSON.
@@ -111,9 +113,9 @@ def _layer_key(layer: nn.Module, x_shape: tuple[int, ...]) -> str:
 
 
 def time_conv_layers(layers: list[tuple[nn.Module, tuple[int, ...]]], device: jax.Device, dtype) -> list[dict]:
-  """Median ms of each distinct layer's forward pass, input gradient and kernel gradient in each formulation that
-  computes it differently (`conv.variants`), with how many layers of the network share its shape and which
-  formulation the network runs it with."""
+  """Median ms of each distinct layer's forward pass, input gradient, kernel gradient and backward pass (both
+  gradients) in each formulation that computes it differently (`conv.variants`), with how many layers of the
+  network share its shape and which formulation the network runs it with."""
   rows = {}
   for layer, x_shape in layers:
     key = _layer_key(layer, x_shape)
@@ -130,12 +132,15 @@ def time_conv_layers(layers: list[tuple[nn.Module, tuple[int, ...]]], device: ja
     g = jax.device_put(jax.random.normal(jax.random.key(2), out.shape, dtype), device)
     for name, formulation in formulations.items():
       apply = formulation.apply
-      # Each gradient alone: the pullback holds the forward pass's residuals, computed once beforehand.
-      _, input_pullback = jax.vjp(lambda x_, f=apply: f(params, x_), x)
-      _, kernel_pullback = jax.vjp(lambda p_, f=apply: f(p_, x), params)
+      # Each gradient alone, and both as a train step computes them (where one custom_vjp computes both, the
+      # input gradient's pullback may run the kernel gradient too): each pullback holds the forward pass's
+      # residuals, computed once beforehand.
+      pullbacks = {"input_grad_ms": jax.vjp(lambda x_, f=apply: f(params, x_), x)[1],
+                   "kernel_grad_ms": jax.vjp(lambda p_, f=apply: f(p_, x), params)[1],
+                   "backward_ms": jax.vjp(apply, params, x)[1]}
       row[name] = {"forward_ms": _median_ms(jax.jit(apply), params, x),
-                   "input_grad_ms": _median_ms(jax.jit(lambda pullback, g: pullback(g)), input_pullback, g),
-                   "kernel_grad_ms": _median_ms(jax.jit(lambda pullback, g: pullback(g)), kernel_pullback, g)}
+                   **{key: _median_ms(jax.jit(lambda pullback, g: pullback(g)), pullback, g)
+                      for key, pullback in pullbacks.items()}}
     rows[key] = row
   return list(rows.values())
 

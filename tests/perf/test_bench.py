@@ -28,8 +28,14 @@ def _later_wins(base, args):
   return [*(a for a in base if a.partition("=")[0] not in given), *args]
 
 
-def test_json_schema():
-  data = _bench()
+@pytest.fixture(scope="module")
+def tiny_step():
+  """The tiny config's step benchmark, run once for the tests that read it."""
+  return _bench()
+
+
+def test_json_schema(tiny_step):
+  data = tiny_step
   assert data["device"]["platform"] == "cpu" and data["image_size"] == 32 and data["batch_size"] == 8
   jax_stats = data["jax"]
   assert jax_stats["min_ms"] <= jax_stats["median_ms"] <= jax_stats["max_ms"]
@@ -49,9 +55,10 @@ def test_bfloat16_step_is_compared_with_a_bfloat16_peak():
 
 
 @pytest.mark.slow
-def test_torch_twin_side_by_side():
+def test_torch_twin_side_by_side_with_glibc_defaults():
   pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
-  data = _bench("--torch")
+  data = _bench("--torch", "--noretain_host_memory")
+  assert data["device"]["host_memory_retained"] is False
   assert data["torch"]["median_ms"] > 0
   assert data["jax_over_torch_images_per_s"] == pytest.approx(
       data["jax"]["images_per_s"] / data["torch"]["images_per_s"])
@@ -104,7 +111,7 @@ def test_layers_lists_every_conv_with_every_lowering():
     assert set(row) == {"input", "kernel", "strides", "count", "runs", *lowerings}
     assert row["strides"] == [1, 1] and row["runs"] == "direct"  # auto on 2 cores
     for lowering in lowerings:
-      assert set(row[lowering]) == {"forward_ms", "input_grad_ms", "kernel_grad_ms"}
+      assert set(row[lowering]) == {"forward_ms", "input_grad_ms", "kernel_grad_ms", "backward_ms"}
       assert all(ms > 0 for ms in row[lowering].values())
 
 
@@ -130,9 +137,9 @@ def test_layers_of_a_backbone_time_each_formulation_that_computes_the_layer():
 
 
 @pytest.mark.slow
-def test_inference_times_the_forward_pass_beside_the_twins():
+def test_inference_times_the_forward_pass_beside_the_twins(tiny_step):
   pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
-  step, forward = _bench(), _bench("--inference", "--torch")
+  step, forward = tiny_step, _bench("--inference", "--torch")
   assert step["timed"] == "train_step" and forward["timed"] == "inference"
   # A forward pass is about a third of a step's work (the backward pass is about twice it).
   assert 0.2 < forward["flops_per_step"] / step["flops_per_step"] < 0.5
@@ -160,11 +167,6 @@ def test_torch_flag_without_pytorch_exits_with_the_install_hint(tmp_path):
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --torch needs PyTorch, the optional benchmark extra: pip install '.[bench]'")
-
-
-@pytest.mark.slow
-def test_noretain_host_memory_leaves_glibc_defaults():
-  assert _bench("--noretain_host_memory")["device"]["host_memory_retained"] is False
 
 
 @pytest.mark.slow
