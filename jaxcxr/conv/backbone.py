@@ -81,11 +81,12 @@ def strides_of(layer: nn.Module) -> tuple[int, ...]:
 
 
 class Conv(nn.Conv):
-  """`nn.Conv` whose 1x1 convolutions run as matmuls and whose stride-1 'same' ones run `lowering`."""
+  """`nn.Conv` whose 1x1 convolutions run as matmuls, whose stride-1 'same' ones run `lowering`, and whose
+  strided ones take their kernel gradient from patch matmuls (unless `lowering` is xla)."""
   lowering: str = policy.XLA
 
   def _plain(self) -> bool:
-    """Ungrouped, undilated and unmasked, in two spatial dimensions: what both reformulations need."""
+    """Ungrouped, undilated and unmasked, in two spatial dimensions: what every reformulation needs."""
     ones = all(d in (None, 1) or d == (1, 1) for d in (self.input_dilation, self.kernel_dilation))
     return self.feature_group_count == 1 and ones and len(strides_of(self)) == 2 and not self.mask
 
