@@ -15,17 +15,23 @@ from jaxcxr.errors import UserError
 
 SAME3 = ((1, 1), (1, 1))
 STEM = ((3, 3), (3, 3))
-# (kernel, strides, padding, lowering, the path it takes, images)
-CASES = [((1, 1), 1, "VALID", conv.XLA, backbone.MATMUL, 4), ((1, 1), 2, "VALID", conv.XLA, backbone.MATMUL, 4),
-         ((3, 3), 2, SAME3, "gemm", backbone.PATCHES, 4), ((7, 7), 2, STEM, "gemm", backbone.PATCHES, 4),
-         ((7, 7), 2, STEM, "gemm", backbone.PATCHES, 3), ((7, 7), 2, STEM, conv.XLA, conv.XLA, 4),
-         ((3, 3), 2, ((0, 1), (2, 1)), "gemm", backbone.PATCHES, 4),
-         *(((3, 3), 1, SAME3, lowering, lowering, 4) for lowering in ("gemm", "winograd", "direct"))]
+# (kernel, strides, padding, lowering, the path it takes, images). The fast tier keeps one case per path; the
+# variants of a path, and the wing's lowerings (tested against XLA's in test_conv.py too), are slow.
+SLOW = pytest.mark.slow
+CASES = [pytest.param((1, 1), 1, "VALID", conv.XLA, backbone.MATMUL, 4, id="1x1"),
+         pytest.param((1, 1), 2, "VALID", conv.XLA, backbone.MATMUL, 4, id="1x1-stride2"),
+         pytest.param((3, 3), 2, SAME3, "gemm", backbone.PATCHES, 4, id="3x3-stride2"),
+         pytest.param((7, 7), 2, STEM, "gemm", backbone.PATCHES, 4, id="7x7-stem", marks=SLOW),
+         pytest.param((7, 7), 2, STEM, "gemm", backbone.PATCHES, 3, id="7x7-stem-odd-batch", marks=SLOW),
+         pytest.param((7, 7), 2, STEM, conv.XLA, conv.XLA, 4, id="7x7-stem-xla", marks=SLOW),
+         pytest.param((3, 3), 2, ((0, 1), (2, 1)), "gemm", backbone.PATCHES, 4, id="3x3-stride2-uneven-padding",
+                      marks=SLOW),
+         pytest.param((3, 3), 1, SAME3, "direct", "direct", 4, id="3x3-direct"),
+         *(pytest.param((3, 3), 1, SAME3, lowering, lowering, 4, id=f"3x3-{lowering}", marks=SLOW)
+           for lowering in ("gemm", "winograd"))]
 
 
-@pytest.mark.parametrize("kernel,strides,padding,lowering,path,images", CASES,
-                         ids=["1x1", "1x1-stride2", "3x3-stride2", "7x7-stem", "7x7-stem-odd-batch", "7x7-stem-xla",
-                              "3x3-stride2-uneven-padding", "3x3-gemm", "3x3-winograd", "3x3-direct"])
+@pytest.mark.parametrize("kernel,strides,padding,lowering,path,images", CASES)
 def test_the_backbone_conv_is_nn_conv_in_parameters_values_gradients_and_training(kernel, strides, padding,
                                                                                    lowering, path, images):
   if lowering not in conv.runnable("cpu"):
