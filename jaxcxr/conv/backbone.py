@@ -110,7 +110,7 @@ class Conv(nn.Conv):
   def _padding_pairs(self) -> tuple[tuple[int, int], ...] | None:
     """The padding as (low, high) per spatial dimension where it is given so explicitly, else None."""
     padding = self.padding
-    if isinstance(padding, str) or not isinstance(padding, (tuple, list)) or len(padding) != 2:
+    if not isinstance(padding, (tuple, list)) or len(padding) != 2:
       return None
     if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in padding):
       return None

@@ -21,9 +21,8 @@ def step_flops(model: nn.Module, state: train_step.TrainState, batch: dict, pos_
   the count is the same on every platform. Not compiled, so this costs well
   under a second. None if JAX has no CPU backend.
   """
-  try:
-    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-  except RuntimeError:  # JAX_PLATFORMS names no cpu
+  cpu = _cpu_sharding()
+  if cpu is None:
     return None
   plain = models.with_xla_convolutions(model)
   step, _ = train_step.jit_steps(pos_weight, model.dtype, photometric)
@@ -33,13 +32,20 @@ def step_flops(model: nn.Module, state: train_step.TrainState, batch: dict, pos_
 def forward_flops(model: nn.Module, variables: dict, films: jax.Array) -> float | None:
   """FLOPs of `inference.forward` of `model` on `variables` and (B, H, W) uint8 `films`, counted as `step_flops`
   counts a step."""
-  try:
-    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-  except RuntimeError:
+  cpu = _cpu_sharding()
+  if cpu is None:
     return None
   plain = models.with_xla_convolutions(model)
   shapes = train_step.placed_shapes((variables, films), cpu)
   return _counted(inference.forward.lower(plain.apply, model.dtype, *shapes))
+
+
+def _cpu_sharding() -> jax.sharding.Sharding | None:
+  """The host CPU, where cost analysis answers; None if JAX_PLATFORMS names no cpu."""
+  try:
+    return jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  except RuntimeError:
+    return None
 
 
 def _counted(lowered) -> float | None:
